@@ -58,3 +58,66 @@ def main(argv: list[str] | None = None) -> int:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"boxrefine {args.command}: error: {msg}", file=sys.stderr)
         return 1
+
+# %% ../nbs/11_cli.ipynb #794dc49b
+def _add_encoder_args(p: argparse.ArgumentParser):
+    p.add_argument('--model-type', default='vit_tiny', choices=['vit_tiny', 'vit_b', 'vit_l', 'vit_h'])
+    p.add_argument('--checkpoint', help='local HQ-SAM checkpoint file (.pth)')
+    p.add_argument('--allow-random-init', action='store_true',
+                   help='build the encoder without weights when no checkpoint is given (recorded as random_init)')
+    p.add_argument('--seed', type=int, default=0, help='seed of a random-init encoder')
+    p.add_argument('--device', default='cpu')
+
+@subcommand('cache', help='precompute, inspect or clear HQ-SAM feature caches')
+def _cache_command(p):
+    actions = p.add_subparsers(dest='action', metavar='ACTION', required=True)
+    pre = actions.add_parser('precompute', help='extract and store features for every image not yet cached')
+    pre.add_argument('--images', help='image folder (with --ann: the folder its file names are relative to)')
+    pre.add_argument('--ann', help='COCO annotation JSON listing the images')
+    pre.add_argument('--cache-dir', required=True)
+    pre.add_argument('--split', default='train')
+    pre.add_argument('--batch-size', type=int, default=4)
+    pre.add_argument('--storage-dtype', default='float16', choices=['float16', 'bfloat16', 'float32'])
+    _add_encoder_args(pre)
+    pre.set_defaults(run=_run_precompute)
+    info = actions.add_parser('info', help='summarise the caches under a directory')
+    info.add_argument('cache_dir')
+    info.add_argument('--json', action='store_true', help='print JSON')
+    info.set_defaults(run=_run_cache_info)
+    clear = actions.add_parser('clear', help='remove caches under a directory')
+    clear.add_argument('cache_dir')
+    clear.add_argument('--fingerprint', help='only this fingerprint')
+    clear.add_argument('--split', help='only this split')
+    clear.set_defaults(run=_run_cache_clear)
+
+def _run_precompute(args):
+    import json, torch
+    from boxrefine.features import HQSAMFeatures, cache_for, list_images, precompute
+    images = list_images(args.images, args.ann)
+    extractor = HQSAMFeatures(args.model_type, args.checkpoint, args.allow_random_init, args.seed, args.device)
+    cache = cache_for(extractor, args.cache_dir, args.split, getattr(torch, args.storage_dtype))
+    summary = precompute(extractor, cache, images, args.batch_size)
+    print(json.dumps({k: v for k, v in summary.items() if k != 'failed'} | {'failed': len(summary['failed'])}))
+    for f in summary['failed']: print(f"failed: {f['image']}: {f['error']}", file=sys.stderr)
+
+def _run_cache_info(args):
+    import json
+    from boxrefine.cache import detect_caches
+    found = detect_caches(args.cache_dir)
+    if args.json: print(json.dumps(found, indent=1)); return
+    if not found: print(f"no caches under {args.cache_dir}"); return
+    for c in found:
+        rnd = ' RANDOM-INIT' if c['info'].get('random_init') else ''
+        print(f"{c['fingerprint']}/{c['split']}: {c['entries']} entries, {c['bytes'] / 2**20:.1f} MiB{rnd}")
+
+def _run_cache_clear(args):
+    import shutil
+    from pathlib import Path
+    from boxrefine.cache import detect_caches
+    removed = 0
+    for c in detect_caches(args.cache_dir):
+        if args.fingerprint and c['fingerprint'] != args.fingerprint: continue
+        if args.split and c['split'] != args.split: continue
+        shutil.rmtree(Path(args.cache_dir) / c['fingerprint'] / c['split'], ignore_errors=True); removed += c['entries']
+        print(f"removed {c['fingerprint']}/{c['split']} ({c['entries']} entries)")
+    print(f"{removed} entries removed")
