@@ -121,3 +121,29 @@ def _run_cache_clear(args):
         shutil.rmtree(Path(args.cache_dir) / c['fingerprint'] / c['split'], ignore_errors=True); removed += c['entries']
         print(f"removed {c['fingerprint']}/{c['split']} ({c['entries']} entries)")
     print(f"{removed} entries removed")
+
+# %% ../nbs/11_cli.ipynb #4fd9ff7e
+@subcommand('train', help='train the box refiner from a YAML config')
+def _train_command(p):
+    p.add_argument('--config', required=True, help='YAML config (sections data, training, hqsam, model, optimization, output)')
+    p.add_argument('--fast', action='store_true', help='sample ratio 0.1, mixed precision, batch size x2 (max 32), learning rate x2')
+    p.add_argument('--debug', action='store_true', help='100 images, 1 epoch')
+    p.add_argument('--resume', metavar='CKPT', help='continue from a checkpoint (last.pt)')
+    p.add_argument('--clear-cache', action='store_true', help="remove this encoder's cached features first")
+    p.add_argument('--out', metavar='DIR', help='output folder (default: output.dir of the config)')
+    p.set_defaults(run=_run_train)
+
+def _run_train(args):
+    from boxrefine.train import TrainConfig, apply_modes, train_refiner
+    cfg = apply_modes(TrainConfig.load(args.config), args.fast, args.debug)
+    train_refiner(cfg, args.out, args.resume, args.clear_cache)
+
+@subcommand('demo', help='train a box refiner on a synthetic shapes dataset, end to end, in a few CPU minutes')
+def _demo_command(p):
+    p.add_argument('--out', default='boxrefine_demo', metavar='DIR', help='output folder (default: %(default)s)')
+    p.add_argument('--train-images', type=int, default=48)
+    p.add_argument('--val-images', type=int, default=16)
+    p.add_argument('--epochs', type=int, default=60)
+    p.add_argument('--seed', type=int, default=0)
+    p.set_defaults(run=lambda args: __import__('boxrefine.train', fromlist=['run_demo']).run_demo(
+        args.out, args.train_images, args.val_images, args.epochs, args.seed) and None)

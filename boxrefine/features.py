@@ -20,8 +20,9 @@ from .boxes import denormalize
 from .cache import FeatureCache, content_key
 
 # %% auto #0
-__all__ = ['IMAGE_EXTENSIONS', 'MODEL_TYPES', 'PREPROCESS_VERSION', 'ImageLoadError', 'load_image', 'file_sha256', 'build_hqsam',
-           'HQSAMFeatures', 'feature_grid_boxes', 'cache_for', 'extract_with_cache', 'list_images', 'precompute']
+__all__ = ['IMAGE_EXTENSIONS', 'MODEL_TYPES', 'PREPROCESS_VERSION', 'THUMB_STRIDE', 'ImageLoadError', 'load_image', 'file_sha256',
+           'build_hqsam', 'HQSAMFeatures', 'feature_grid_boxes', 'cache_for', 'extract_with_cache', 'list_images',
+           'precompute']
 
 # %% ../nbs/03_features.ipynb #fc94ad11
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff')
@@ -39,9 +40,10 @@ def load_image(path) -> Image.Image:
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise ImageLoadError(f"cannot decode image {path}: {e}") from None
 
-# %% ../nbs/03_features.ipynb #2284fb67
+# %% ../nbs/03_features.ipynb #27cdf8e3
 MODEL_TYPES = ('vit_tiny', 'vit_b', 'vit_l', 'vit_h')
 PREPROCESS_VERSION = 1  # bump when preprocessing changes: it invalidates every cache
+THUMB_STRIDE = 8        # the thumbnail is the padded 1024x1024 input at 1/8: 128x128 RGB, uint8
 
 def file_sha256(path, chunk: int = 1 << 22) -> str:
     "SHA-256 hex digest of a file's content."
@@ -85,13 +87,13 @@ def build_hqsam(model_type: str = 'vit_tiny', checkpoint=None, allow_random_init
     return sam.eval(), {'model_type': model_type, 'random_init': False, 'seed': None,
                         'checkpoint': str(path.resolve()), 'sha256': file_sha256(path)}
 
-# %% ../nbs/03_features.ipynb #8903e721
+# %% ../nbs/03_features.ipynb #9edce225
 class HQSAMFeatures:
     "HQ-SAM image-encoder features for batches of images, with a fingerprint of everything they depend on."
     def __init__(self, model_type: str = 'vit_tiny', checkpoint=None, allow_random_init: bool = False,
                  seed: int = 0, device='cpu'):
-        from segment_anything_hq.utils.transforms import ResizeLongestSide
         sam, self.weights = build_hqsam(model_type, checkpoint, allow_random_init, seed)
+        from segment_anything_hq.utils.transforms import ResizeLongestSide
         self.device = torch.device(device)
         self.sam = sam.to(self.device)
         self.model_type, self.random_init = model_type, self.weights['random_init']
@@ -110,40 +112,40 @@ class HQSAMFeatures:
 
     def __repr__(self): return f"HQSAMFeatures({self.fingerprint()!r}, device={self.device})"
 
-# %% ../nbs/03_features.ipynb #562e73a2
-def _prepare(self: HQSAMFeatures, image) -> tuple[torch.Tensor, tuple[int, int], tuple[int, int]]:
-    "Resize (longest side 1024), normalise and pad one image: ([1, 3, 1024, 1024], original (h, w), input (h, w))."
+# %% ../nbs/03_features.ipynb #d929f4a7
+def _prepare(self: HQSAMFeatures, image) -> tuple:
+    "Resize (longest side 1024), normalise and pad one image: ([1, 3, 1024, 1024], original (h, w), input (h, w), thumbnail)."
     arr = np.asarray(image.convert('RGB') if isinstance(image, Image.Image) else image)
     if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
         raise ValueError(f"expected an RGB image (PIL or HxWx3 uint8), got array {arr.shape} {arr.dtype}")
     resized = self.transform.apply_image(arr)
     x = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()[None].float()
-    return self.sam.preprocess(x), tuple(arr.shape[:2]), tuple(resized.shape[:2])
+    thumb = np.zeros((self.img_size // THUMB_STRIDE, self.img_size // THUMB_STRIDE, 3), np.uint8)
+    th, tw = max(1, round(resized.shape[0] / THUMB_STRIDE)), max(1, round(resized.shape[1] / THUMB_STRIDE))
+    thumb[:th, :tw] = np.asarray(Image.fromarray(resized).resize((tw, th), Image.BILINEAR))
+    return self.sam.preprocess(x), tuple(arr.shape[:2]), tuple(resized.shape[:2]), torch.from_numpy(thumb).permute(2, 0, 1)
 
 @torch.inference_mode()
 def _extract(self: HQSAMFeatures, images: list) -> list[dict[str, torch.Tensor]]:
-    "Features of a batch of images: `image_embedding` [256, 64, 64], `interm_embedding` [64, 64, C], sizes (h, w)."
+    "Features of a batch of images: `image_embedding` [256, 64, 64], `interm_embedding` [64, 64, C], `thumbnail`, sizes (h, w)."
     if not images: return []
     prepared = [self._prepare(im) for im in images]
     embeddings, interm = self.sam.image_encoder(torch.cat([p[0] for p in prepared]))
-    return [{'image_embedding': embeddings[i], 'interm_embedding': interm[0][i],
+    return [{'image_embedding': embeddings[i], 'interm_embedding': interm[0][i], 'thumbnail': thumb,
              'original_size': torch.tensor(orig), 'input_size': torch.tensor(inp)}
-            for i, (_, orig, inp) in enumerate(prepared)]
+            for i, (_, orig, inp, thumb) in enumerate(prepared)]
 
 HQSAMFeatures._prepare, HQSAMFeatures.extract = _prepare, _extract
 
-# %% ../nbs/03_features.ipynb #60adfda0
-def feature_grid_boxes(boxes: torch.Tensor, original_size: torch.Tensor, img_size: int = 1024,
-                       grid_size: int = 64) -> torch.Tensor:
-    "Normalised `xyxy` boxes [B, N, 4] (or [N, 4] for one image) → coordinates on the encoder's feature grid."
-    original_size = torch.as_tensor(original_size, device=boxes.device)
-    hw = original_size.to(boxes.dtype).reshape(-1, 2)
-    pixels = denormalize(boxes, hw.flip(-1) if boxes.ndim == 3 else hw[0].flip(-1))
-    scale = img_size / hw.max(-1).values                     # ResizeLongestSide
-    scale = scale.reshape(-1, 1, 1) if boxes.ndim == 3 else scale[0]
-    return pixels * scale * (grid_size / img_size)
+# %% ../nbs/03_features.ipynb #6224521e
+def feature_grid_boxes(boxes: torch.Tensor, original_size, img_size: int = 1024, grid_size: int = 64) -> torch.Tensor:
+    "Normalised `xyxy` boxes → encoder grid coordinates; `original_size` (h, w): one [2], per box [K, 2], or per image [B, 2] for boxes [B, N, 4]."
+    hw = torch.as_tensor(original_size, device=boxes.device).to(boxes.dtype)
+    side = hw.max(-1, keepdim=True).values                   # ResizeLongestSide scales the longest side to img_size
+    if boxes.ndim == hw.ndim + 1 and hw.ndim > 1: side = side.unsqueeze(-1)
+    return denormalize(boxes, hw.flip(-1)) * (grid_size / side)
 
-# %% ../nbs/03_features.ipynb #10806e51
+# %% ../nbs/03_features.ipynb #39b830fc
 def cache_for(extractor: HQSAMFeatures, cache_dir, split: str = 'train', storage_dtype=torch.float16) -> FeatureCache:
     "The `FeatureCache` directory of this extractor's fingerprint, with its description recorded."
     return FeatureCache(cache_dir, extractor.fingerprint(storage_dtype), split, storage_dtype, info=extractor.info())
@@ -151,9 +153,12 @@ def cache_for(extractor: HQSAMFeatures, cache_dir, split: str = 'train', storage
 def _batches(items: list, size: int):
     for i in range(0, len(items), size): yield items[i:i + size]
 
-def extract_with_cache(extractor: HQSAMFeatures, cache: FeatureCache, images: list, batch_size: int = 4,
+def extract_with_cache(extractor: HQSAMFeatures, cache: FeatureCache | None, images: list, batch_size: int = 4,
                        device='cpu', dtype: torch.dtype | None = torch.float32, keys: list[str] | None = None) -> list[dict]:
-    "Features of `images` (paths): hits are read from `cache`, misses extracted in batches and stored."
+    "Features of `images` (paths): hits are read from `cache`, misses extracted in batches and stored (`cache=None`: extract all)."
+    if cache is None:
+        return [{k: v.to(device, dtype if v.is_floating_point() else None) for k, v in f.items()}
+                for chunk in _batches(list(images), batch_size) for f in extractor.extract([load_image(p) for p in chunk])]
     keys = keys or [content_key(p) for p in images]
     out = [cache.get(k, device, dtype) for k in keys]
     for chunk in _batches([i for i, o in enumerate(out) if o is None], batch_size):

@@ -1,0 +1,71 @@
+"`boxrefine demo` and `boxrefine train` end to end, on a reduced size, as users run them."
+import csv
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+from boxrefine.train import TrainConfig
+
+
+def boxrefine(*args, cwd=None, check=True):
+    r = subprocess.run([shutil.which('boxrefine'), *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=900)
+    if check: assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return r
+
+
+@pytest.fixture(scope='module')
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp('demo')
+    r = boxrefine('demo', '--out', out, '--train-images', 6, '--val-images', 3, '--epochs', 3)
+    return out, r
+
+
+def test_demo_writes_its_artefacts(demo_run):
+    out, r = demo_run
+    report = json.loads((out / 'report.json').read_text())
+    for key in ('noisy_iou', 'refined_iou', 'improved_fraction', 'cold_epoch_s', 'warm_epoch_s', 'warm_vs_cold_speedup',
+                'cache_hit_rate_by_epoch', 'random_init', 'precision', 'device'):
+        assert key in report, key
+    assert report['random_init'] is True and report['precision'] == 'fp32' and report['device'] == 'cpu'
+    assert report['cache_hit_rate_by_epoch'][0] == 0.0 and report['cache_hit_rate_by_epoch'][1:] == [1.0, 1.0]
+    assert report['warm_vs_cold_speedup'] > 5      # the full-size demo measures the real ratio
+    rows = list(csv.DictReader(open(out / 'metrics.csv')))
+    assert [int(r['epoch']) for r in rows] == [1, 2, 3]
+    assert (out / 'loss_curve.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    ck = torch.load(out / 'last.pt', weights_only=False)
+    assert ck['random_init'] is True and ck['epoch'] == 3 and 'scaler' in ck and 'rng' in ck
+    assert 'WITHOUT pretrained weights' in r.stdout + r.stderr
+
+
+def test_train_resume_and_modes(demo_run, tmp_path):
+    out, _ = demo_run
+    cfg = TrainConfig.load(json.loads(json.dumps(torch.load(out / 'last.pt', weights_only=False)['config'])))
+    cfg['training']['num_epochs'] = 4
+    cfg['output']['dir'] = str(tmp_path / 'run')
+    import yaml
+    (tmp_path / 'cfg.yaml').write_text(yaml.safe_dump(dict(cfg)))
+    r = boxrefine('train', '--config', tmp_path / 'cfg.yaml', '--resume', out / 'last.pt', '--out', tmp_path / 'run')
+    assert 'resumed from' in r.stdout
+    rows = list(csv.DictReader(open(tmp_path / 'run' / 'metrics.csv')))
+    assert [int(r['epoch']) for r in rows] == [1, 2, 3, 4] and float(rows[-1]['cache_hit_rate']) == 1.0
+    r = boxrefine('train', '--config', tmp_path / 'cfg.yaml', '--debug', '--fast', '--out', tmp_path / 'fast')
+    assert 'training.batch_size 8 -> 16' in r.stdout and 'training.num_epochs 4 -> 1' in r.stdout
+
+
+def test_train_bad_inputs(tmp_path):
+    (tmp_path / 'typo.yaml').write_text('training:\n  batch_sise: 4\n')
+    r = boxrefine('train', '--config', tmp_path / 'typo.yaml', check=False)
+    assert r.returncode == 1 and "unknown config key 'training.batch_sise'" in r.stderr
+    r = boxrefine('train', '--config', Path(__file__).parents[1] / 'configs' / 'demo.yaml', '--resume', tmp_path / 'nope.pt',
+                  cwd=tmp_path, check=False)
+    assert r.returncode == 1 and 'not found' in r.stderr
+
+
+def test_shipped_configs_load():
+    root = Path(__file__).parents[1]
+    assert TrainConfig.load(root / 'configs' / 'box_refinement.yaml').precision == 'auto'
+    assert TrainConfig.load(root / 'configs' / 'demo.yaml').hqsam['allow_random_init'] is True
