@@ -259,7 +259,7 @@ def plot_metrics(metrics_csv, png=None):
     atomic_write_bytes(png, buf.getvalue())
     return png
 
-# %% ../nbs/06_train.ipynb #105e2c48
+# %% ../nbs/06_train.ipynb #26e2df26
 def apply_modes(cfg: TrainConfig, fast: bool = False, debug: bool = False) -> TrainConfig:
     "The config with `--fast` and `--debug` applied; prints each change."
     cfg = TrainConfig(copy.deepcopy(dict(cfg)))
@@ -288,6 +288,7 @@ def train_refiner(cfg: TrainConfig, out_dir=None, resume=None, clear_cache: bool
     out_dir = Path(out_dir or cfg['output']['dir'])
     for k in ('train_ann', 'train_img', 'val_ann', 'val_img'):
         if not d[k]: raise ValueError(f"config data.{k} is required")
+    if resume is not None and not Path(resume).is_file(): raise FileNotFoundError(f"checkpoint not found: {resume}")
     torch.manual_seed(t['seed']); random.seed(t['seed']); np.random.seed(t['seed'] % 2**32)
     device = torch.device(h['device'])
     extractor = HQSAMFeatures(h['model_type'], h['checkpoint'], h['allow_random_init'], h['seed'], device)

@@ -60,9 +60,11 @@ def test_train_bad_inputs(tmp_path):
     (tmp_path / 'typo.yaml').write_text('training:\n  batch_sise: 4\n')
     r = boxrefine('train', '--config', tmp_path / 'typo.yaml', check=False)
     assert r.returncode == 1 and "unknown config key 'training.batch_sise'" in r.stderr
-    r = boxrefine('train', '--config', Path(__file__).parents[1] / 'configs' / 'demo.yaml', '--resume', tmp_path / 'nope.pt',
-                  cwd=tmp_path, check=False)
-    assert r.returncode == 1 and 'not found' in r.stderr
+    demo_cfg = Path(__file__).parents[1] / 'configs' / 'demo.yaml'
+    r = boxrefine('train', '--config', demo_cfg, '--resume', tmp_path / 'nope.pt', cwd=tmp_path, check=False)
+    assert r.returncode == 1 and f"checkpoint not found: {tmp_path / 'nope.pt'}" in r.stderr
+    r = boxrefine('train', '--config', demo_cfg, cwd=tmp_path, check=False)   # its data has not been made here
+    assert r.returncode == 1 and 'annotation file not found: boxrefine_demo/data/train.json' in r.stderr
 
 
 def test_shipped_configs_load():
