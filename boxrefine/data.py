@@ -85,13 +85,14 @@ def make_shapes_dataset(root, n_train: int = 48, n_val: int = 16, size: tuple[in
     return out
 
 # %% ../nbs/04_data.ipynb #beecd028
-def load_coco_boxes(ann_file, img_dir, min_size: float = 1.0, check_files: bool = True, verbose: bool = True) -> tuple[list[dict], dict]:
-    "Per-image records `{image_id, file, size (w, h), boxes (normalised xyxy), ann_ids}` and a report of what was fixed."
+def load_coco_boxes(ann_file, img_dir, min_size: float = 1.0, check_files: bool = True, verbose: bool = True,
+                    keep_empty: bool = False, skip_crowd: bool = False) -> tuple[list[dict], dict]:
+    "Per-image records `{image_id, file, size (w, h), boxes (normalised xyxy), category_ids, ann_ids}` and a report of what was fixed."
     ann_file, img_dir = Path(ann_file), Path(img_dir)
     if not ann_file.is_file(): raise FileNotFoundError(f"annotation file not found: {ann_file}")
     coco = json.loads(ann_file.read_text())
     report = {'images': len(coco.get('images', [])), 'boxes': 0, 'skipped_nonfinite': 0, 'skipped_degenerate': 0,
-              'clamped': 0, 'images_without_boxes': 0, 'missing_images': []}
+              'skipped_crowd': 0, 'clamped': 0, 'images_without_boxes': 0, 'missing_images': []}
     by_image: dict[int, list] = {}
     for a in coco.get('annotations', []): by_image.setdefault(a['image_id'], []).append(a)
     records = []
@@ -100,8 +101,9 @@ def load_coco_boxes(ann_file, img_dir, min_size: float = 1.0, check_files: bool 
         if check_files and not path.is_file():
             report['missing_images'].append(info['file_name']); continue
         w, h = info['width'], info['height']
-        boxes, ids = [], []
+        boxes, ids, cats = [], [], []
         for a in by_image.get(info['id'], []):
+            if skip_crowd and a.get('iscrowd', 0): report['skipped_crowd'] += 1; continue
             b = np.asarray(a['bbox'], dtype=np.float64)
             if b.shape != (4,) or not np.isfinite(b).all(): report['skipped_nonfinite'] += 1; continue
             if b[2] <= 0 or b[3] <= 0: report['skipped_degenerate'] += 1; continue
@@ -109,16 +111,21 @@ def load_coco_boxes(ann_file, img_dir, min_size: float = 1.0, check_files: bool 
             clamped = clamp_boxes(xyxy, (w, h))
             if not np.array_equal(clamped, xyxy): report['clamped'] += 1
             if (clamped[0, 2:] - clamped[0, :2] < min_size).any(): report['skipped_degenerate'] += 1; continue
-            boxes.append(normalize(clamped, (w, h))[0]); ids.append(a['id'])
-        if not boxes: report['images_without_boxes'] += 1; continue
+            boxes.append(normalize(clamped, (w, h))[0]); ids.append(a['id']); cats.append(a['category_id'])
+        if not boxes:
+            report['images_without_boxes'] += 1
+            if not keep_empty: continue
         report['boxes'] += len(boxes)
         records.append({'image_id': info['id'], 'file': path, 'size': (w, h),
-                        'boxes': torch.tensor(np.stack(boxes), dtype=torch.float32), 'ann_ids': ids})
+                        'boxes': torch.tensor(np.stack(boxes) if boxes else np.zeros((0, 4)), dtype=torch.float32),
+                        'category_ids': cats, 'ann_ids': ids})
     if verbose:
         missing = report['missing_images']
         print(f"{ann_file.name}: {len(records)} images, {report['boxes']} boxes; skipped {report['skipped_nonfinite']} "
-              f"non-finite and {report['skipped_degenerate']} degenerate boxes, clamped {report['clamped']}, "
-              f"{report['images_without_boxes']} images without boxes, {len(missing)} missing image files"
+              f"non-finite and {report['skipped_degenerate']} degenerate boxes"
+              + (f" and {report['skipped_crowd']} crowd regions" if skip_crowd else '') + f", clamped {report['clamped']}, "
+              f"{report['images_without_boxes']} images without boxes" + (" (kept)" if keep_empty else '')
+              + f", {len(missing)} missing image files"
               + (f" ({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''})" if missing else ''))
     return records, report
 
