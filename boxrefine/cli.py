@@ -147,3 +147,47 @@ def _demo_command(p):
     p.add_argument('--seed', type=int, default=0)
     p.set_defaults(run=lambda args: __import__('boxrefine.train', fromlist=['run_demo']).run_demo(
         args.out, args.train_images, args.val_images, args.epochs, args.seed) and None)
+
+# %% ../nbs/11_cli.ipynb #cdf088b9
+@subcommand('detr', help='train and evaluate Deformable DETR on COCO-format data')
+def _detr_command(p):
+    p.add_argument('--train-img', required=True, metavar='DIR'); p.add_argument('--train-ann', required=True, metavar='JSON')
+    p.add_argument('--val-img', metavar='DIR'); p.add_argument('--val-ann', metavar='JSON')
+    p.add_argument('--num-epochs', type=int, default=50); p.add_argument('--batch-size', type=int, default=2)
+    p.add_argument('--num-workers', type=int, default=0)
+    p.add_argument('--lr', type=float, default=2e-4); p.add_argument('--lr-backbone', type=float, help='default: lr / 10')
+    p.add_argument('--weight-decay', type=float, default=1e-4)
+    p.add_argument('--precision', default='fp32', choices=['auto', 'fp32', 'bf16', 'fp16'])
+    p.add_argument('--amp', action='store_const', dest='precision', const='auto', help='same as --precision auto')
+    p.add_argument('--pretrained', metavar='PATH', help='local model folder, or a model id in the local Hugging Face cache')
+    p.add_argument('--allow-random-init', action='store_true', help='build the model without weights (recorded as random_init)')
+    p.add_argument('--offline', action='store_true', default=True, help='never download (the default)')
+    p.add_argument('--online', action='store_false', dest='offline', help='let --pretrained download from the hub')
+    p.add_argument('--model-size', default='base', choices=['base', 'tiny'], help='architecture of a random-init model')
+    p.add_argument('--image-size', type=int, nargs=2, default=[800, 1333], metavar=('SHORT', 'LONG'))
+    p.add_argument('--score-threshold', type=float, default=0.05)
+    p.add_argument('--subset', type=int, metavar='N', help='only the first N images of each split')
+    p.add_argument('--backend', default='faster', choices=['faster', 'pycocotools'])
+    p.add_argument('--output-dir', default='runs/detr', metavar='DIR')
+    p.add_argument('--resume', metavar='CKPT'); p.add_argument('--device', default='cpu'); p.add_argument('--seed', type=int, default=0)
+    p.set_defaults(run=_run_detr)
+
+def _run_detr(args):
+    from boxrefine.detr import train_detr
+    train_detr(args.train_img, args.train_ann, args.val_img, args.val_ann, args.output_dir, args.num_epochs, args.batch_size,
+               args.num_workers, args.lr, args.lr_backbone, args.weight_decay, args.precision, args.pretrained,
+               args.allow_random_init, args.offline, args.model_size, tuple(args.image_size), args.score_threshold,
+               args.subset, args.backend, args.resume, args.device, args.seed)
+
+@subcommand('cocoeval', help='COCO bbox statistics of a detections file against a ground truth')
+def _cocoeval_command(p):
+    p.add_argument('gt', metavar='GT_JSON'); p.add_argument('detections', metavar='RESULTS_JSON')
+    p.add_argument('--backend', default='faster', choices=['faster', 'pycocotools'])
+    p.add_argument('--json', action='store_true', help='print JSON')
+    p.set_defaults(run=_run_cocoeval)
+
+def _run_cocoeval(args):
+    import json
+    from boxrefine.detr import evaluate_detections
+    stats = evaluate_detections(args.gt, args.detections, args.backend)
+    print(json.dumps(stats) if args.json else '\n'.join(f"{k:>6} {v:.4f}" for k, v in stats.items()))

@@ -161,7 +161,7 @@ def build_detr(category_map: CategoryMap, pretrained=None, allow_random_init: bo
         model = DeformableDetrForObjectDetection(DeformableDetrConfig(backbone_config=backbone_cfg, **cfg, **labels))
     return model, {'random_init': True, 'pretrained': None, 'seed': seed}
 
-# %% ../nbs/07_detr.ipynb #b7be2290
+# %% ../nbs/07_detr.ipynb #a5b07a9d
 COCO_STATS = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl', 'AR1', 'AR10', 'AR100', 'ARs', 'ARm', 'ARl')
 COCO_BACKENDS = ('faster', 'pycocotools')
 
@@ -189,13 +189,14 @@ def _check_detections(dets: list[dict], gt: dict):
 def evaluate_detections(gt, detections, backend: str = 'faster', img_ids=None) -> dict[str, float]:
     "The 12 COCO bbox statistics of `detections` (a list or a results JSON) against `gt` (a dict or a JSON path)."
     COCO, COCOeval = _coco_api(backend)
-    gt = json.loads(json.dumps(_read_coco(gt)))  # the APIs modify what they are given
+    gt = _read_coco(gt)
+    gt = {**gt, 'annotations': [dict(a) for a in gt.get('annotations', [])]}  # the APIs add keys to what they are given
     dets = json.loads(Path(detections).read_text()) if isinstance(detections, (str, Path)) else list(detections)
     _check_detections(dets, gt)
     with contextlib.redirect_stdout(io.StringIO()):
         if backend == 'faster': coco_gt = COCO(gt)
         else: coco_gt = COCO(); coco_gt.dataset = gt; coco_gt.createIndex()
-        if dets: coco_dt = coco_gt.loadRes(json.loads(json.dumps(dets)))
+        if dets: coco_dt = coco_gt.loadRes([dict(d) for d in dets])
         else:
             empty = {'images': gt['images'], 'categories': gt['categories'], 'annotations': []}
             if backend == 'faster': coco_dt = COCO(empty)
