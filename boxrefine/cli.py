@@ -191,3 +191,53 @@ def _run_cocoeval(args):
     from boxrefine.detr import evaluate_detections
     stats = evaluate_detections(args.gt, args.detections, args.backend)
     print(json.dumps(stats) if args.json else '\n'.join(f"{k:>6} {v:.4f}" for k, v in stats.items()))
+
+# %% ../nbs/11_cli.ipynb #1699f455
+@subcommand('boxgen', help='generate boxes for CIRR images with yolo, saliency or both')
+def _boxgen_command(p):
+    p.add_argument('--cirr-root', required=True, metavar='DIR', help='CIRR root (SPRC layout with cirr/image_splits, or image_splits)')
+    p.add_argument('--method', required=True, choices=['yolo', 'saliency', 'hybrid'])
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument('--split', choices=['train', 'val', 'test1']); which.add_argument('--all-splits', action='store_true')
+    p.add_argument('--max-images', type=int, metavar='N', help='only the first N images of each split')
+    p.add_argument('--output', metavar='FILE', help='boxes file (a folder with --all-splits); default cirr_boxes_<method>_<split>.json')
+    p.add_argument('--weights', default='yolov8n.pt', help='local YOLO weights (.pt); a .yaml config needs --allow-random-init')
+    p.add_argument('--allow-random-init', action='store_true', help='allow a YOLO model config without weights (recorded)')
+    p.add_argument('--batch-size', type=int, default=16); p.add_argument('--conf', type=float, default=0.25)
+    p.add_argument('--classes', type=int, nargs='+', metavar='C', help='YOLO class ids to keep')
+    p.add_argument('--imgsz', type=int, default=640, help='YOLO input size')
+    p.add_argument('--device', help='YOLO device, e.g. cpu, 0')
+    p.add_argument('--min-area', type=float, default=0.01, help='smallest saliency box, as a fraction of the image')
+    p.add_argument('--max-boxes', type=int, default=10, help='saliency boxes per image')
+    p.add_argument('--save-every', type=int, default=500, metavar='N', help='write the output every N images')
+    p.add_argument('--strict', action='store_true', help='a missing or corrupt image is fatal')
+    p.add_argument('--overwrite', action='store_true', help='start again instead of resuming')
+    p.set_defaults(run=_run_boxgen)
+
+def _run_boxgen(args):
+    from pathlib import Path
+    from boxrefine.boxgen import CIRR_SPLITS, default_output, generate_boxes
+    splits = CIRR_SPLITS if args.all_splits else (args.split,)
+    for split in splits:
+        out = (Path(args.output or '.') / default_output(args.method, split)) if args.all_splits else args.output
+        generate_boxes(args.cirr_root, split, args.method, out, args.max_images, args.weights, args.allow_random_init,
+                       args.batch_size, args.conf, args.classes, args.device, args.imgsz, args.min_area, args.max_boxes,
+                       save_every=args.save_every, strict=args.strict, overwrite=args.overwrite)
+
+@subcommand('boxstats', help='statistics of a boxes file (and previews with --show)')
+def _boxstats_command(p):
+    p.add_argument('file', metavar='FILE')
+    p.add_argument('--show', type=int, default=0, metavar='N', help='draw N images with their boxes')
+    p.add_argument('--out', default='boxes_preview', metavar='DIR', help='folder for --show (default: %(default)s)')
+    p.add_argument('--cirr-root', metavar='DIR', help='CIRR root, if the sidecar file is missing')
+    p.add_argument('--json', action='store_true', help='print JSON')
+    p.set_defaults(run=_run_boxstats)
+
+def _run_boxstats(args):
+    import json
+    from boxrefine.boxgen import box_stats, format_stats, load_boxes, show_boxes
+    stats = box_stats(*load_boxes(args.file))
+    print(json.dumps(stats, indent=1) if args.json else format_stats(stats))
+    if args.show:
+        written = show_boxes(args.file, args.show, args.out, args.cirr_root)
+        print(f"drew {len(written)} images to {args.out}")
