@@ -58,7 +58,7 @@ def read_image(path) -> np.ndarray:
     if img is None or img.size == 0: raise ImageReadError(f"cannot decode image {path}")
     return img
 
-# %% ../nbs/08_boxgen.ipynb #11021293
+# %% ../nbs/08_boxgen.ipynb #2196939c
 SALIENCY_WORK_SIZE = 256   # long side of the image the saliency map is computed on
 SALIENCY_SCALES = (1, 2)    # spectra of the working image and of its half-size copy, averaged
 
@@ -85,6 +85,7 @@ def saliency_map(image: np.ndarray) -> tuple[np.ndarray, float]:
     scale = min(1.0, SALIENCY_WORK_SIZE / max(h, w))
     small = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA) if scale < 1 else image
     lab = cv2.cvtColor(small, cv2.COLOR_BGR2LAB)
+    if lab.reshape(-1, 3).std(0).max() < 1: return np.zeros(lab.shape[:2], np.float32), scale   # no contrast, nothing stands out
     maps = [_unit(_spectral_residual(lab, f)) for f in SALIENCY_SCALES]
     return sum(maps) / len(maps), scale
 
@@ -100,7 +101,7 @@ def saliency_boxes(image: np.ndarray, min_area: float = 0.01, max_boxes: int = 1
     for i in range(1, n):
         x, y, w, h, _ = stats[i]
         if w * h < min_area * sal.size: continue
-        xyxy = [x / scale, y / scale, min((x + w) / scale, W), min((y + h) / scale, H)]
+        xyxy = [float(x / scale), float(y / scale), float(min((x + w) / scale, W)), float(min((y + h) / scale, H))]
         boxes.append({'xyxy': xyxy, 'score': float(sal[labels == i].mean()), 'label': 'salient', 'source': 'saliency'})
     return sorted(boxes, key=lambda b: -b['score'])[:max_boxes]
 
