@@ -161,7 +161,7 @@ class BoxViewer:
             items.append({'name': name, 'image': paths.get(name, name), 'layers': layers})
         return cls(items, **kwargs)
 
-# %% ../nbs/10_viz.ipynb #969c9ba7
+# %% ../nbs/10_viz.ipynb #dfe0d5dd
 class LossCurve:
     "A live loss / validation curve widget, updated through the training loop's `on_step` and `on_epoch` callbacks."
     def __init__(self, figsize=(9, 3.2), min_interval: float = 1.0):
@@ -194,7 +194,7 @@ class LossCurve:
             if 'loss' in k: a.plot(ends, [r.get(k, np.nan) for r in self.epochs], marker='o', label=k)
         a.set_xlabel('step' if self.steps else 'epoch'); a.set_title('loss')
         for k in sorted({k for r in self.epochs for k in r if k.startswith('val_') or k == 'train_iou'}):
-            if k in ('val_iou_gain', 'val_improved_fraction') or 'iou' in k.lower() or k in ('val_AP', 'val_AP50'):
+            if isinstance(self.epochs[-1].get(k), (int, float)):
                 b.plot([r['epoch'] for r in self.epochs], [r.get(k, np.nan) for r in self.epochs], marker='o', label=k)
         b.set_xlabel('epoch'); b.set_title('validation')
         for ax in (a, b):
