@@ -263,14 +263,16 @@ def detr_optimizer(model, lr: float = 2e-4, lr_backbone: float | None = None, we
     return torch.optim.AdamW([{'params': rest, 'lr': lr}, {'params': backbone, 'lr': lr / 10 if lr_backbone is None else lr_backbone}],
                              lr=lr, weight_decay=weight_decay)
 
-# %% ../nbs/07_detr.ipynb #a11bb795
+# %% ../nbs/07_detr.ipynb #079d1873
 def train_detr(train_img, train_ann, val_img=None, val_ann=None, output_dir='runs/detr', num_epochs: int = 50,
                batch_size: int = 2, num_workers: int = 0, lr: float = 2e-4, lr_backbone: float | None = None,
                weight_decay: float = 1e-4, precision: str = 'auto', pretrained=None, allow_random_init: bool = False,
                offline: bool = True, size: str = 'base', image_size: tuple[int, int] = (800, 1333),
                score_threshold: float = 0.05, subset: int | None = None, backend: str = 'faster', resume=None,
-               device='cpu', seed: int = 0, grad_clip: float | None = 0.1, progress: bool = True) -> dict:
+               device='cpu', seed: int = 0, grad_clip: float | None = 0.1, progress: bool = True,
+               on_step=None, on_epoch=None) -> dict:
     "Train Deformable DETR on COCO-format data, evaluating after each epoch; writes checkpoints, metrics.csv and report.json."
+    # on_step / on_epoch: callbacks of `fit`, e.g. a `boxrefine.viz.LossCurve`'s
     from boxrefine.train import fit, plot_metrics, resolve_precision
     if resume is not None and not Path(resume).is_file(): raise FileNotFoundError(f"checkpoint not found: {resume}")
     if (val_img is None) != (val_ann is None): raise ValueError("give both --val-img and --val-ann, or neither")
@@ -297,7 +299,7 @@ def train_detr(train_img, train_ann, val_img=None, val_ann=None, output_dir='run
              'model_config': model.config.to_dict()}
     rows = fit(model, task.train_step, task.validate if task.val_loader else None, loader, optimizer, num_epochs, out_dir,
                precision, device, grad_clip, resume, config, 'val_AP' if task.val_loader else None, True,
-               lambda: {'random_init': weights['random_init']}, None, None, extra, progress, 'detr')
+               lambda: {'random_init': weights['random_init']}, on_step, on_epoch, extra, progress, 'detr')
     plot_metrics(out_dir / 'metrics.csv')
     report = {'epochs': len(rows), 'final': rows[-1], 'best_AP': max((r.get('val_AP', -1) for r in rows), default=None),
               'train_images': len(train_ds), 'data_report': train_ds.report, 'random_init': weights['random_init'],

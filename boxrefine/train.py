@@ -29,8 +29,8 @@ from .cache import atomic_write_bytes, atomic_write_json, atomic_write_text
 # %% auto #0
 __all__ = ['CONFIG_DEFAULTS', 'CONFIG_ALIASES', 'PRECISIONS', 'TrainConfig', 'resolve_precision', 'autocast', 'make_scaler',
            'rng_state', 'set_rng_state', 'save_checkpoint', 'load_checkpoint', 'NonFiniteLossError',
-           'write_metrics_csv', 'fit', 'stack_features', 'RefinerTask', 'plot_metrics', 'apply_modes', 'train_refiner',
-           'demo_config', 'run_demo']
+           'write_metrics_csv', 'fit', 'stack_features', 'RefinerTask', 'plot_metrics', 'apply_modes', 'build_refiner',
+           'train_refiner', 'demo_config', 'run_demo', 'predict_refiner']
 
 # %% ../nbs/06_train.ipynb #9eba83ab
 CONFIG_DEFAULTS = {
@@ -277,36 +277,43 @@ def apply_modes(cfg: TrainConfig, fast: bool = False, debug: bool = False) -> Tr
     for c in changes: print(f"{'--fast' if fast else '--debug'}: {c}" if not (fast and debug) else f"mode: {c}")
     return cfg
 
-def train_refiner(cfg: TrainConfig, out_dir=None, resume=None, clear_cache: bool = False, progress: bool = True,
-                  on_epoch: Callable | None = None) -> dict:
-    "Train a `BoxRefiner` as `cfg` says; returns (and writes) the run's report."
+def build_refiner(cfg: TrainConfig, clear_cache: bool = False, verbose: bool = True):
+    "The encoder, its feature caches (train, val) and a `BoxRefiner` on the encoder's device, as `cfg` says."
     from boxrefine.cache import detect_caches
-    from boxrefine.data import BoxRefinementDataset, collate_boxes
     from boxrefine.features import HQSAMFeatures, cache_for
     from boxrefine.model import BoxRefiner
-    d, t, h, m, fc = cfg['data'], cfg['training'], cfg['hqsam'], cfg['model'], cfg['optimization']['feature_cache']
-    out_dir = Path(out_dir or cfg['output']['dir'])
-    for k in ('train_ann', 'train_img', 'val_ann', 'val_img'):
-        if not d[k]: raise ValueError(f"config data.{k} is required")
-    if resume is not None and not Path(resume).is_file(): raise FileNotFoundError(f"checkpoint not found: {resume}")
-    torch.manual_seed(t['seed']); random.seed(t['seed']); np.random.seed(t['seed'] % 2**32)
+    h, m, fc = cfg['hqsam'], cfg['model'], cfg['optimization']['feature_cache']
     device = torch.device(h['device'])
     extractor = HQSAMFeatures(h['model_type'], h['checkpoint'], h['allow_random_init'], h['seed'], device)
     caches = {'train': None, 'val': None}
     if fc['enabled']:
-        if fc['auto_detect']:
+        if fc['auto_detect'] and verbose:
             found = [c for c in detect_caches(fc['cache_dir']) if c['fingerprint'] == extractor.fingerprint(getattr(torch, fc['storage_dtype']))]
             print(f"feature cache {fc['cache_dir']}: " + (", ".join(f"{c['split']} {c['entries']} entries" for c in found) or "no entries yet for " + extractor.fingerprint()))
         caches = {s: cache_for(extractor, fc['cache_dir'], s, getattr(torch, fc['storage_dtype'])) for s in caches}
         if clear_cache:
             for c in caches.values(): c.clear()
             print("cleared the feature cache for", extractor.fingerprint())
+    model = BoxRefiner(interm_dim=extractor.sam.mask_decoder.compress_vit_feat[0].in_channels, steps=m['steps'],
+                       context=m['context'], hidden=m['hidden'], use_interm=m['use_interm'], use_pixels=m['use_pixels']).to(device)
+    return extractor, caches, model
+
+def train_refiner(cfg: TrainConfig, out_dir=None, resume=None, clear_cache: bool = False, progress: bool = True,
+                  on_epoch: Callable | None = None) -> dict:
+    "Train a `BoxRefiner` as `cfg` says; returns (and writes) the run's report."
+    from boxrefine.data import BoxRefinementDataset, collate_boxes
+    d, t = cfg['data'], cfg['training']
+    out_dir = Path(out_dir or cfg['output']['dir'])
+    for k in ('train_ann', 'train_img', 'val_ann', 'val_img'):
+        if not d[k]: raise ValueError(f"config data.{k} is required")
+    if resume is not None and not Path(resume).is_file(): raise FileNotFoundError(f"checkpoint not found: {resume}")
+    torch.manual_seed(t['seed']); random.seed(t['seed']); np.random.seed(t['seed'] % 2**32)
+    extractor, caches, model = build_refiner(cfg, clear_cache)
+    device = extractor.device
     train_ds = BoxRefinementDataset(d['train_ann'], d['train_img'], True, d['noise_scale'], t['seed'], d['sample_ratio'], d['max_images'])
     val_ds = BoxRefinementDataset(d['val_ann'], d['val_img'], False, d['noise_scale'], t['seed'], 1.0, d['max_images'])
     loader = DataLoader(train_ds, t['batch_size'], sampler=DistributedSampler(train_ds, 1, 0, shuffle=True, seed=t['seed']),
                         collate_fn=collate_boxes, num_workers=t['num_workers'])
-    model = BoxRefiner(interm_dim=extractor.sam.mask_decoder.compress_vit_feat[0].in_channels, steps=m['steps'],
-                       context=m['context'], hidden=m['hidden'], use_interm=m['use_interm'], use_pixels=m['use_pixels']).to(device)
     task = RefinerTask(model, extractor, caches['train'], caches['val'], device,
                        {'l1_weight': t['l1_weight'], 'iou_weight': t['iou_weight']})
     task.val_loader = DataLoader(val_ds, t['batch_size'], collate_fn=collate_boxes)
@@ -354,3 +361,29 @@ def run_demo(out_dir='boxrefine_demo', n_train: int = 48, n_val: int = 16, epoch
         warnings.filterwarnings('ignore', message='HQ-SAM vit_tiny is built WITHOUT')
         print("demo: HQ-SAM vit_tiny is built WITHOUT pretrained weights (explicitly); report.json records random_init: true")
         return train_refiner(demo_config(out_dir, n_train, n_val, epochs, seed), out_dir, progress=progress)
+
+# %% ../nbs/06_train.ipynb #8e389250
+@torch.inference_mode()
+def predict_refiner(run_dir, checkpoint: str = 'best.pt', split: str = 'val', max_images: int | None = None) -> list[dict]:
+    "Ground-truth, noisy (the split's fixed validation noise) and refined pixel boxes per image of a trained run."
+    from boxrefine.boxes import denormalize
+    from boxrefine.data import BoxRefinementDataset, collate_boxes
+    ck = load_checkpoint(Path(run_dir) / checkpoint)
+    cfg = TrainConfig(ck['config'])
+    d, t = cfg['data'], cfg['training']
+    with warnings.catch_warnings():
+        warnings.filterwarnings('ignore', message='HQ-SAM .* is built WITHOUT')
+        extractor, caches, model = build_refiner(cfg, verbose=False)
+    model.load_state_dict(ck['model']); model.eval()
+    ds = BoxRefinementDataset(d[f'{split}_ann'], d[f'{split}_img'], False, d['noise_scale'], t['seed'], 1.0, max_images, verbose=False)
+    task = RefinerTask(model, extractor, caches['train'], caches['val'], extractor.device)
+    records = []
+    for batch in DataLoader(ds, t['batch_size'], collate_fn=collate_boxes):
+        feats = task.features(batch['file'], 'val' if split == 'val' else 'train')
+        refined = model(feats, batch['noisy'].to(extractor.device), batch['batch_idx'].to(extractor.device))[-1].float().cpu()
+        for j, (image_id, file, size) in enumerate(zip(batch['image_id'], batch['file'], batch['size'].tolist())):
+            sel = batch['batch_idx'] == j
+            px = lambda b: denormalize(b[sel], size).tolist()
+            records.append({'image_id': image_id, 'name': Path(file).name, 'image': file, 'size': size,
+                            'ground truth': px(batch['boxes']), 'noisy': px(batch['noisy']), 'refined': px(refined)})
+    return records

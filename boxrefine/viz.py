@@ -82,7 +82,7 @@ def figure_png(fig: Figure, dpi: int = 90) -> bytes:
     buf = io.BytesIO(); fig.savefig(buf, format='png', dpi=dpi, bbox_inches='tight')
     return buf.getvalue()
 
-# %% ../nbs/10_viz.ipynb #207fedc1
+# %% ../nbs/10_viz.ipynb #4bf05de3
 class BoxViewer:
     "An ipywidgets viewer over images with layers of boxes: slider, name search, layer toggles, score threshold, per-box IoU."
     def __init__(self, items: list[dict], figsize=(6, 4.5), iou_reference: str = 'ground truth'):
@@ -145,6 +145,12 @@ class BoxViewer:
                                                'label': names.get(a['category_id'], a['category_id'])} for a in by_image.get(im['id'], [])]}}
                  for im in coco['images']]
         return cls(items, **kwargs)
+
+    @classmethod
+    def from_predictions(cls, records: list[dict], **kwargs) -> 'BoxViewer':
+        "Refinement predictions (`boxrefine.train.predict_refiner`): ground truth, noisy and refined boxes per image."
+        layers = ('ground truth', 'noisy', 'refined')
+        return cls([{'name': r['name'], 'image': r['image'], 'layers': {k: r[k] for k in layers if k in r}} for r in records], **kwargs)
 
     @classmethod
     def from_boxes_file(cls, boxes_file, cirr_root=None, **kwargs) -> 'BoxViewer':

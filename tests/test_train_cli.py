@@ -71,3 +71,23 @@ def test_shipped_configs_load():
     root = Path(__file__).parents[1]
     assert TrainConfig.load(root / 'configs' / 'box_refinement.yaml').precision == 'auto'
     assert TrainConfig.load(root / 'configs' / 'demo.yaml').hqsam['allow_random_init'] is True
+
+
+def test_predictions_of_a_run_open_in_the_viewer(demo_run):
+    "The refined boxes of a finished run, reloaded from best.pt through the warm cache, match its report, and the viewer shows them."
+    from boxrefine.boxes import paired_iou
+    from boxrefine.train import predict_refiner
+    from boxrefine.viz import BoxViewer
+    out, _ = demo_run
+    preds = predict_refiner(out)
+    report = json.loads((out / 'report.json').read_text())
+    assert len(preds) == report['val_images'] == 3
+    gt = torch.tensor([b for r in preds for b in r['ground truth']])
+    best = torch.load(out / 'best.pt', weights_only=False)
+    refined_iou = paired_iou(torch.tensor([b for r in preds for b in r['refined']]), gt).mean().item()
+    assert abs(refined_iou - best['history'][best['epoch'] - 1]['val_refined_iou']) < 1e-3
+    viewer = BoxViewer.from_predictions(preds)
+    assert viewer.image.value[:4] == b'\x89PNG' and 'IoU refined' in viewer.info.value
+    before = viewer.image.value
+    viewer.slider.value = 1
+    assert viewer.image.value != before
