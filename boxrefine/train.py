@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from .boxes import paired_iou
 from .cache import atomic_write_bytes, atomic_write_json, atomic_write_text
+from .dist import DistContext, barrier, is_main, reduce_sums, setup_distributed, shard_items, unwrap, wrap_ddp
 
 # %% auto #0
 __all__ = ['CONFIG_DEFAULTS', 'CONFIG_ALIASES', 'PRECISIONS', 'TrainConfig', 'resolve_precision', 'autocast', 'make_scaler',
@@ -137,18 +138,19 @@ def fit(model: torch.nn.Module, train_step: Callable, validate: Callable | None,
         config: dict | None = None, score_key: str | None = None, higher_is_better: bool = True,
         epoch_stats: Callable[[], dict] | None = None, on_step: Callable | None = None, on_epoch: Callable | None = None,
         extra_state: dict | None = None, progress: bool = True, desc: str = 'train') -> list[dict]:
-    "Train `model` with the precision policy; checkpoints, metrics.csv and exact resume. Returns the metrics rows."
-    out_dir, device = Path(out_dir), torch.device(device)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    "Train `model` (or its DDP wrapper) with the precision policy; checkpoints, metrics.csv and exact resume. Returns the metrics rows."
+    out_dir, device, main = Path(out_dir), torch.device(device), is_main()
+    progress = progress and main                      # one process writes logs, checkpoints and metrics
+    if main: out_dir.mkdir(parents=True, exist_ok=True)
     precision = resolve_precision(precision, device)
     scaler = make_scaler(precision, device)
     history, best, start = [], None, 1
     if resume is not None:
         ck = load_checkpoint(resume)
-        model.load_state_dict(ck['model']); optimizer.load_state_dict(ck['optimizer']); scaler.load_state_dict(ck['scaler'])
+        unwrap(model).load_state_dict(ck['model']); optimizer.load_state_dict(ck['optimizer']); scaler.load_state_dict(ck['scaler'])
         history, best, start = ck['history'], ck['best_score'], ck['epoch'] + 1
         set_rng_state(ck['rng'])
-        print(f"resumed from {resume} at epoch {ck['epoch']} (best {score_key} {best})")
+        if main: print(f"resumed from {resume} at epoch {ck['epoch']} (best {score_key} {best})")
     for epoch in range(start, epochs + 1):
         _set_epoch(train_loader, epoch)
         model.train()
@@ -169,7 +171,7 @@ def fit(model: torch.nn.Module, train_step: Callable, validate: Callable | None,
             for k, v in {'loss': loss.item(), **logs}.items(): sums[k] = sums.get(k, 0.0) + float(v) * n
             img_s = n_seen / (time.perf_counter() - t0)
             bar.set_postfix({**{k: f"{v / n_seen:.4f}" for k, v in sums.items()}, 'img/s': f"{img_s:.1f}"})
-            if on_step: on_step({'epoch': epoch, 'step': step, 'loss': loss.item(), **logs})
+            if on_step and main: on_step({'epoch': epoch, 'step': step, 'loss': loss.item(), **logs})
         bar.close()
         train_s = time.perf_counter() - t0
         row = {'epoch': epoch, **{f"train_{k}": v / max(n_seen, 1) for k, v in sums.items()},
@@ -184,12 +186,13 @@ def fit(model: torch.nn.Module, train_step: Callable, validate: Callable | None,
         score = row.get(score_key) if score_key else None
         improved = score is not None and (best is None or (score > best if higher_is_better else score < best))
         if improved: best = score
-        state = dict(model=model.state_dict(), optimizer=optimizer.state_dict(), scaler=scaler.state_dict(), epoch=epoch,
+        state = dict(model=unwrap(model).state_dict(), optimizer=optimizer.state_dict(), scaler=scaler.state_dict(), epoch=epoch,
                      rng=rng_state(), config=config, best_score=best, history=history, precision=precision, **(extra_state or {}))
-        save_checkpoint(out_dir / 'last.pt', **state)
-        if improved: save_checkpoint(out_dir / 'best.pt', **state)
-        write_metrics_csv(out_dir / 'metrics.csv', history)
-        if on_epoch: on_epoch(row)
+        if main:
+            save_checkpoint(out_dir / 'last.pt', **state)
+            if improved: save_checkpoint(out_dir / 'best.pt', **state)
+            write_metrics_csv(out_dir / 'metrics.csv', history)
+        if on_epoch and main: on_epoch(row)
         if progress:
             print(f"epoch {epoch}: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items() if k != 'epoch'))
     return history
@@ -221,15 +224,18 @@ class RefinerTask:
         return loss, logs, len(batch['file']), batch['image_id']
 
     def validate(self) -> dict:
-        noisy_iou, refined_iou = [], []
+        "Mean IoUs over the validation images; under torchrun each process takes a shard and the sums are reduced."
+        noisy_iou, refined_iou = [torch.zeros(0, device=self.device)], [torch.zeros(0, device=self.device)]
+        model = unwrap(self.model)
         for batch in self.val_loader:
             feats = self.features(batch['file'], 'val')
-            refined = self.model(feats, batch['noisy'].to(self.device), batch['batch_idx'].to(self.device))[-1].float()
+            refined = model(feats, batch['noisy'].to(self.device), batch['batch_idx'].to(self.device))[-1].float()
             gt = batch['boxes'].to(self.device)
             noisy_iou.append(paired_iou(batch['noisy'].to(self.device), gt)); refined_iou.append(paired_iou(refined, gt))
         n, r = torch.cat(noisy_iou), torch.cat(refined_iou)
-        return {'noisy_iou': n.mean().item(), 'refined_iou': r.mean().item(), 'iou_gain': (r - n).mean().item(),
-                'improved_fraction': (r > n).float().mean().item()}
+        s = reduce_sums({'noisy': n.sum().item(), 'refined': r.sum().item(), 'improved': (r > n).sum().item(), 'boxes': len(n)})
+        return {'noisy_iou': s['noisy'] / s['boxes'], 'refined_iou': s['refined'] / s['boxes'],
+                'iou_gain': (s['refined'] - s['noisy']) / s['boxes'], 'improved_fraction': s['improved'] / s['boxes']}
 
     def epoch_stats(self) -> dict:
         "This epoch's cache hit rate (train and validation lookups together); resets the counts."
@@ -237,7 +243,8 @@ class RefinerTask:
         if not caches: return {}
         total = sum((c.stats for c in caches[1:]), caches[0].stats)
         for c in caches: c.stats.reset()
-        return {'cache_hit_rate': total.hit_rate, 'cache_corrupt': total.corrupt}
+        s = reduce_sums({'hits': total.hits, 'lookups': total.lookups, 'corrupt': total.corrupt})   # all processes
+        return {'cache_hit_rate': s['hits'] / s['lookups'] if s['lookups'] else 0.0, 'cache_corrupt': int(s['corrupt'])}
 
 # %% ../nbs/06_train.ipynb #b38efb0c
 def plot_metrics(metrics_csv, png=None):
@@ -277,23 +284,24 @@ def apply_modes(cfg: TrainConfig, fast: bool = False, debug: bool = False) -> Tr
     for c in changes: print(f"{'--fast' if fast else '--debug'}: {c}" if not (fast and debug) else f"mode: {c}")
     return cfg
 
-def build_refiner(cfg: TrainConfig, clear_cache: bool = False, verbose: bool = True):
+def build_refiner(cfg: TrainConfig, clear_cache: bool = False, verbose: bool = True, device=None):
     "The encoder, its feature caches (train, val) and a `BoxRefiner` on the encoder's device, as `cfg` says."
     from boxrefine.cache import detect_caches
     from boxrefine.features import HQSAMFeatures, cache_for
     from boxrefine.model import BoxRefiner
     h, m, fc = cfg['hqsam'], cfg['model'], cfg['optimization']['feature_cache']
-    device = torch.device(h['device'])
+    device = torch.device(device or h['device'])
     extractor = HQSAMFeatures(h['model_type'], h['checkpoint'], h['allow_random_init'], h['seed'], device)
     caches = {'train': None, 'val': None}
     if fc['enabled']:
-        if fc['auto_detect'] and verbose:
+        if fc['auto_detect'] and verbose and is_main():
             found = [c for c in detect_caches(fc['cache_dir']) if c['fingerprint'] == extractor.fingerprint(getattr(torch, fc['storage_dtype']))]
             print(f"feature cache {fc['cache_dir']}: " + (", ".join(f"{c['split']} {c['entries']} entries" for c in found) or "no entries yet for " + extractor.fingerprint()))
         caches = {s: cache_for(extractor, fc['cache_dir'], s, getattr(torch, fc['storage_dtype'])) for s in caches}
-        if clear_cache:
+        if clear_cache and is_main():
             for c in caches.values(): c.clear()
             print("cleared the feature cache for", extractor.fingerprint())
+        barrier()
     model = BoxRefiner(interm_dim=extractor.sam.mask_decoder.compress_vit_feat[0].in_channels, steps=m['steps'],
                        context=m['context'], hidden=m['hidden'], use_interm=m['use_interm'], use_pixels=m['use_pixels']).to(device)
     return extractor, caches, model
@@ -302,27 +310,29 @@ def train_refiner(cfg: TrainConfig, out_dir=None, resume=None, clear_cache: bool
                   on_epoch: Callable | None = None) -> dict:
     "Train a `BoxRefiner` as `cfg` says; returns (and writes) the run's report."
     from boxrefine.data import BoxRefinementDataset, collate_boxes
-    d, t = cfg['data'], cfg['training']
+    d, t, h = cfg['data'], cfg['training'], cfg['hqsam']
     out_dir = Path(out_dir or cfg['output']['dir'])
     for k in ('train_ann', 'train_img', 'val_ann', 'val_img'):
         if not d[k]: raise ValueError(f"config data.{k} is required")
     if resume is not None and not Path(resume).is_file(): raise FileNotFoundError(f"checkpoint not found: {resume}")
     torch.manual_seed(t['seed']); random.seed(t['seed']); np.random.seed(t['seed'] % 2**32)
-    extractor, caches, model = build_refiner(cfg, clear_cache)
+    ctx = setup_distributed(h['device'])
+    extractor, caches, model = build_refiner(cfg, clear_cache, device=ctx.device)
     device = extractor.device
-    train_ds = BoxRefinementDataset(d['train_ann'], d['train_img'], True, d['noise_scale'], t['seed'], d['sample_ratio'], d['max_images'])
-    val_ds = BoxRefinementDataset(d['val_ann'], d['val_img'], False, d['noise_scale'], t['seed'], 1.0, d['max_images'])
-    loader = DataLoader(train_ds, t['batch_size'], sampler=DistributedSampler(train_ds, 1, 0, shuffle=True, seed=t['seed']),
+    train_ds = BoxRefinementDataset(d['train_ann'], d['train_img'], True, d['noise_scale'], t['seed'], d['sample_ratio'], d['max_images'], ctx.is_main)
+    val_ds = BoxRefinementDataset(d['val_ann'], d['val_img'], False, d['noise_scale'], t['seed'], 1.0, d['max_images'], ctx.is_main)
+    loader = DataLoader(train_ds, t['batch_size'], sampler=DistributedSampler(train_ds, ctx.world, ctx.rank, shuffle=True, seed=t['seed']),
                         collate_fn=collate_boxes, num_workers=t['num_workers'])
+    model = wrap_ddp(model, ctx)   # batch_size is per process; the global batch is batch_size x processes
     task = RefinerTask(model, extractor, caches['train'], caches['val'], device,
                        {'l1_weight': t['l1_weight'], 'iou_weight': t['iou_weight']})
-    task.val_loader = DataLoader(val_ds, t['batch_size'], collate_fn=collate_boxes)
+    val_shard = torch.utils.data.Subset(val_ds, shard_items(range(len(val_ds)), ctx.rank, ctx.world))
+    task.val_loader = DataLoader(val_shard, t['batch_size'], collate_fn=collate_boxes)
     optimizer = torch.optim.AdamW(model.parameters(), lr=t['learning_rate'], weight_decay=t['weight_decay'])
     precision = resolve_precision(cfg.precision, device)
     rows = fit(model, task.train_step, task.validate, loader, optimizer, t['num_epochs'], out_dir, precision, device,
                t['grad_clip'], resume, dict(cfg), 'val_refined_iou', True, task.epoch_stats, None, on_epoch,
                {'random_init': extractor.random_init, 'fingerprint': extractor.fingerprint()}, progress, 'refine')
-    plot_metrics(out_dir / 'metrics.csv')
     last = rows[-1]
     warm = [r['epoch_s'] for r in rows[1:]]
     report = {'noisy_iou': last['val_noisy_iou'], 'refined_iou': last['val_refined_iou'], 'iou_gain': last['val_iou_gain'],
@@ -334,6 +344,10 @@ def train_refiner(cfg: TrainConfig, out_dir=None, resume=None, clear_cache: bool
               'fingerprint': extractor.fingerprint(), 'precision': precision, 'device': str(device),
               'data_report': {'train': {k: v for k, v in train_ds.report.items() if k != 'missing_images'},
                               'missing_images': train_ds.report['missing_images'] + val_ds.report['missing_images']}}
+    report['processes'], main = ctx.world, ctx.is_main
+    ctx.teardown()
+    if not main: return report
+    plot_metrics(out_dir / 'metrics.csv')
     atomic_write_json(out_dir / 'report.json', report)
     print(f"done: refined IoU {report['refined_iou']:.3f} vs noisy {report['noisy_iou']:.3f} "
           f"({report['improved_fraction']:.0%} of boxes improved); warm epoch {report['warm_vs_cold_speedup'] or 0:.0f}x faster than cold; "
