@@ -25,7 +25,7 @@ from .features import ImageLoadError
 __all__ = ['CIRR_SPLITS', 'IMAGE_ERRORS', 'SALIENCY_WORK_SIZE', 'SALIENCY_SCALES', 'BOXGEN_METHODS', 'SIZE_BINS',
            'find_split_file', 'cirr_images', 'read_image', 'saliency_map', 'saliency_boxes', 'resolve_yolo_weights',
            'load_yolo', 'yolo_boxes', 'merge_hybrid', 'meta_path', 'default_output', 'generate_boxes', 'load_boxes',
-           'box_stats', 'format_stats', 'show_boxes']
+           'box_stats', 'format_stats', 'show_boxes', 'merge_boxes']
 
 # %% ../nbs/08_boxgen.ipynb #571c83eb
 CIRR_SPLITS = ('train', 'val', 'test1')
@@ -160,7 +160,7 @@ def merge_hybrid(yolo: list[dict], saliency: list[dict], overlap_iou: float = 0.
                torch.tensor([b['score'] for b in merged], dtype=torch.float64), nms_iou)
     return [merged[i] for i in keep.tolist()]
 
-# %% ../nbs/08_boxgen.ipynb #0513f6ec
+# %% ../nbs/08_boxgen.ipynb #724fd2a3
 BOXGEN_METHODS = ('yolo', 'saliency', 'hybrid')
 
 def meta_path(output) -> Path:
@@ -168,7 +168,9 @@ def meta_path(output) -> Path:
     output = Path(output)
     return output.with_name(output.name.removesuffix('.json') + '.meta.json')
 
-def default_output(method: str, split: str) -> str: return f"cirr_boxes_{method}_{split}.json"
+def default_output(method: str, split: str, shard: tuple[int, int] | None = None) -> str:
+    "`cirr_boxes_<method>_<split>.json`, or `….shard-<i>-of-<n>.json` for one shard of a split."
+    return f"cirr_boxes_{method}_{split}" + (f".shard-{shard[0]}-of-{shard[1]}" if shard and shard[1] > 1 else '') + ".json"
 
 def _round_box(b: dict) -> dict:
     return {'xyxy': [round(float(v), 2) for v in b['xyxy']], 'score': round(float(b['score']), 4),
@@ -200,17 +202,21 @@ def generate_boxes(cirr_root, split: str, method: str = 'saliency', output=None,
                    weights: str = 'yolov8n.pt', allow_random_init: bool = False, batch_size: int = 16, conf: float = 0.25,
                    classes: list[int] | None = None, device=None, imgsz: int = 640, min_area: float = 0.01,
                    max_boxes: int = 10, overlap_iou: float = 0.3, nms_iou: float = 0.5, save_every: int = 500,
-                   strict: bool = False, overwrite: bool = False, progress: bool = True) -> dict:
-    "Generate boxes for a CIRR split into `output` (resuming an earlier run of the same parameters); returns the summary."
+                   strict: bool = False, overwrite: bool = False, progress: bool = True,
+                   shard: tuple[int, int] | None = None) -> dict:
+    "Generate boxes for a CIRR split (or shard `(i, n)` of it) into `output`, resuming an earlier run of the same parameters."
+    from boxrefine.dist import shard_items
     if method not in BOXGEN_METHODS: raise ValueError(f"method must be one of {BOXGEN_METHODS}, got {method!r}")
     if batch_size < 1 or save_every < 1: raise ValueError("batch_size and save_every must be at least 1")
     images = cirr_images(cirr_root, split, max_images)
-    output = Path(output or default_output(method, split))
+    if shard and shard[1] > 1: images = dict(shard_items(images.items(), *shard))
+    output = Path(output or default_output(method, split, shard))
     model, yinfo = load_yolo(weights, allow_random_init) if method != 'saliency' else (None, {})
     params = {'method': method, 'split': split, 'max_images': max_images, 'min_area': min_area, 'max_boxes': max_boxes}
     if method != 'saliency': params |= {'weights': yinfo['weights'], 'random_init': yinfo['random_init'], 'conf': conf,
                                         'classes': classes, 'imgsz': imgsz}
     if method == 'hybrid': params |= {'overlap_iou': overlap_iou, 'nms_iou': nms_iou}
+    if shard and shard[1] > 1: params['shard'] = list(shard)
     boxes, sizes = _load_previous(output, params, overwrite)
     failed: dict[str, str] = {}
     todo = [n for n in images if n not in boxes]
@@ -320,3 +326,39 @@ def show_boxes(boxes_file, n: int = 8, out_dir='boxes_preview', cirr_root=None) 
         path = out_dir / f"{name}.png"
         cv2.imwrite(str(path), img); written.append(path)
     return written
+
+# %% ../nbs/08_boxgen.ipynb #9f9ba5f7
+def merge_boxes(output, shard_files: list, overwrite: bool = False) -> dict:
+    "Combine shard outputs of one split into `output` (and its sidecar); returns duplicates and missing images."
+    output = Path(output)
+    if output.exists() and not overwrite: raise FileExistsError(f"{output} exists; pass --overwrite to replace it")
+    if not shard_files: raise ValueError("no shard files to merge")
+    parts = []
+    for f in shard_files:
+        boxes, meta = load_boxes(f)
+        if not meta: raise ValueError(f"{f} has no {meta_path(f).name}: cannot tell its split and parameters")
+        parts.append((Path(f), boxes, meta))
+    strip = lambda m: {k: v for k, v in m['params'].items() if k != 'shard'}
+    params = strip(parts[0][2])
+    for f, _, m in parts[1:]:
+        if strip(m) != params: raise ValueError(f"{f} was made with other parameters than {parts[0][0]}")
+    if len({m['cirr_root'] for _, _, m in parts}) > 1: raise ValueError("the shards come from different CIRR roots")
+    merged, sizes, failed, duplicates = {}, {}, {}, []
+    for f, boxes, m in parts:
+        for name, bs in boxes.items():
+            if name in merged: duplicates.append(name); continue
+            merged[name], sizes[name] = bs, m['image_sizes'][name]
+        failed.update(m.get('failed', {}))
+    split_names = list(cirr_images(parts[0][2]['cirr_root'], params['split'], params.get('max_images')))
+    missing = [n for n in split_names if n not in merged and n not in failed]
+    ordered = {n: merged[n] for n in split_names if n in merged}
+    meta = {**parts[0][2], 'params': params, 'done': len(ordered), 'images': len(split_names),
+            'failed': {n: failed[n] for n in split_names if n in failed and n not in merged},
+            'complete': all(m.get('complete') for _, _, m in parts) and not missing,
+            'image_sizes': {n: sizes[n] for n in ordered}, 'merged_from': [str(f) for f, _, _ in parts],
+            'duplicates': sorted(set(duplicates)), 'missing': missing}
+    atomic_write_json(output, ordered, fsync=False)
+    atomic_write_json(meta_path(output), meta, indent=1, fsync=False)
+    print(f"merged {len(parts)} shards into {output}: {len(ordered)} images, {len(meta['failed'])} failed, "
+          f"{len(meta['duplicates'])} duplicated, {len(missing)} missing")
+    return {'output': str(output), 'images': len(ordered), 'duplicates': meta['duplicates'], 'missing': missing}

@@ -78,6 +78,7 @@ def _cache_command(p):
     pre.add_argument('--split', default='train')
     pre.add_argument('--batch-size', type=int, default=4)
     pre.add_argument('--storage-dtype', default='float16', choices=['float16', 'bfloat16', 'float32'])
+    pre.add_argument('--shard', metavar='I/N', help='only shard I of N of the images (default under torchrun: this process\'s rank)')
     _add_encoder_args(pre)
     pre.set_defaults(run=_run_precompute)
     info = actions.add_parser('info', help='summarise the caches under a directory')
@@ -92,8 +93,9 @@ def _cache_command(p):
 
 def _run_precompute(args):
     import json, torch
+    from boxrefine.dist import current_shard, shard_items
     from boxrefine.features import HQSAMFeatures, cache_for, list_images, precompute
-    images = list_images(args.images, args.ann)
+    images = shard_items(list_images(args.images, args.ann), *current_shard(args.shard))
     extractor = HQSAMFeatures(args.model_type, args.checkpoint, args.allow_random_init, args.seed, args.device)
     cache = cache_for(extractor, args.cache_dir, args.split, getattr(torch, args.storage_dtype))
     summary = precompute(extractor, cache, images, args.batch_size)
@@ -195,9 +197,12 @@ def _run_cocoeval(args):
 # %% ../nbs/11_cli.ipynb #1699f455
 @subcommand('boxgen', help='generate boxes for CIRR images with yolo, saliency or both')
 def _boxgen_command(p):
-    p.add_argument('--cirr-root', required=True, metavar='DIR', help='CIRR root (SPRC layout with cirr/image_splits, or image_splits)')
-    p.add_argument('--method', required=True, choices=['yolo', 'saliency', 'hybrid'])
-    which = p.add_mutually_exclusive_group(required=True)
+    p.usage = ('boxrefine boxgen --cirr-root DIR --method {yolo,saliency,hybrid} (--split S | --all-splits) [options]\n'
+               '       boxrefine boxgen merge OUTPUT SHARD [SHARD ...] [--overwrite]')
+    p.add_argument('merge', nargs='*', metavar='merge OUTPUT SHARD', help='combine shard files into OUTPUT')
+    p.add_argument('--cirr-root', metavar='DIR', help='CIRR root (SPRC layout with cirr/image_splits, or image_splits)')
+    p.add_argument('--method', choices=['yolo', 'saliency', 'hybrid'])
+    which = p.add_mutually_exclusive_group()
     which.add_argument('--split', choices=['train', 'val', 'test1']); which.add_argument('--all-splits', action='store_true')
     p.add_argument('--max-images', type=int, metavar='N', help='only the first N images of each split')
     p.add_argument('--output', metavar='FILE', help='boxes file (a folder with --all-splits); default cirr_boxes_<method>_<split>.json')
@@ -211,18 +216,28 @@ def _boxgen_command(p):
     p.add_argument('--max-boxes', type=int, default=10, help='saliency boxes per image')
     p.add_argument('--save-every', type=int, default=500, metavar='N', help='write the output every N images')
     p.add_argument('--strict', action='store_true', help='a missing or corrupt image is fatal')
-    p.add_argument('--overwrite', action='store_true', help='start again instead of resuming')
+    p.add_argument('--overwrite', action='store_true', help='start again instead of resuming (merge: replace OUTPUT)')
+    p.add_argument('--shard', metavar='I/N', help='only shard I of N of each split, to its own file (default under torchrun: this process\'s rank)')
     p.set_defaults(run=_run_boxgen)
 
 def _run_boxgen(args):
     from pathlib import Path
-    from boxrefine.boxgen import CIRR_SPLITS, default_output, generate_boxes
+    from boxrefine.boxgen import CIRR_SPLITS, default_output, generate_boxes, merge_boxes
+    from boxrefine.dist import current_shard
+    if args.merge:
+        if args.merge[0] != 'merge' or len(args.merge) < 3: raise UserError("usage: boxrefine boxgen merge OUTPUT SHARD [SHARD ...]")
+        merge_boxes(args.merge[1], args.merge[2:], args.overwrite); return
+    missing = [f for f, v in (('--cirr-root', args.cirr_root), ('--method', args.method), ('--split or --all-splits', args.split or args.all_splits)) if not v]
+    if missing: raise UserError(f"boxgen needs {', '.join(missing)}")
+    shard = current_shard(args.shard)
     splits = CIRR_SPLITS if args.all_splits else (args.split,)
     for split in splits:
-        out = (Path(args.output or '.') / default_output(args.method, split)) if args.all_splits else args.output
+        out = (Path(args.output or '.') / default_output(args.method, split, shard)) if args.all_splits else args.output
+        if out is None: out = default_output(args.method, split, shard)
+        elif shard[1] > 1 and not args.all_splits: out = str(Path(out).with_suffix('')) + f".shard-{shard[0]}-of-{shard[1]}.json"
         generate_boxes(args.cirr_root, split, args.method, out, args.max_images, args.weights, args.allow_random_init,
                        args.batch_size, args.conf, args.classes, args.device, args.imgsz, args.min_area, args.max_boxes,
-                       save_every=args.save_every, strict=args.strict, overwrite=args.overwrite)
+                       save_every=args.save_every, strict=args.strict, overwrite=args.overwrite, shard=shard)
 
 @subcommand('boxstats', help='statistics of a boxes file (and previews with --show)')
 def _boxstats_command(p):

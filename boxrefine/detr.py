@@ -207,7 +207,7 @@ def evaluate_detections(gt, detections, backend: str = 'faster', img_ids=None) -
         ev.evaluate(); ev.accumulate(); ev.summarize()
     return {k: float(v) for k, v in zip(COCO_STATS, ev.stats)}
 
-# %% ../nbs/07_detr.ipynb #e13df4a5
+# %% ../nbs/07_detr.ipynb #8f842e19
 def outputs_to_detections(outputs, labels: list[dict], processor, category_map: CategoryMap,
                           score_threshold: float = 0.05, top_k: int = 100) -> list[dict]:
     "COCO-format detections (original-image pixels, `xywh`) from model `outputs` for the images of `labels`."
@@ -226,8 +226,10 @@ def outputs_to_detections(outputs, labels: list[dict], processor, category_map: 
 def evaluate(model, loader, gt, category_map: CategoryMap | None = None, processor=None, score_threshold: float = 0.05,
              backend: str = 'faster', device=None, progress: bool = False, return_detections: bool = False):
     "COCO statistics of `model` on `loader` (a `DetrDataset` loader) against `gt`; optionally the detections too."
-    ds = loader.dataset
+    ds = loader.dataset.dataset if isinstance(loader.dataset, torch.utils.data.Subset) else loader.dataset
     category_map, processor = category_map or ds.category_map, processor or ds.processor
+    from boxrefine.dist import gather_objects, unwrap
+    model = unwrap(model)
     device = device or next(model.parameters()).device
     was_training = model.training; model.eval()
     dets, img_ids = [], []
@@ -236,6 +238,8 @@ def evaluate(model, loader, gt, category_map: CategoryMap | None = None, process
         dets += outputs_to_detections(out, batch['labels'], processor, category_map, score_threshold)
         img_ids += [int(l['image_id']) for l in batch['labels']]
     model.train(was_training)
+    parts = gather_objects((dets, img_ids))          # under torchrun each process evaluated a shard of the images
+    dets, img_ids = [d for p in parts for d in p[0]], [i for p in parts for i in p[1]]
     stats = evaluate_detections(gt, dets, backend, img_ids=img_ids)
     return (stats, dets) if return_detections else stats
 
@@ -263,7 +267,7 @@ def detr_optimizer(model, lr: float = 2e-4, lr_backbone: float | None = None, we
     return torch.optim.AdamW([{'params': rest, 'lr': lr}, {'params': backbone, 'lr': lr / 10 if lr_backbone is None else lr_backbone}],
                              lr=lr, weight_decay=weight_decay)
 
-# %% ../nbs/07_detr.ipynb #079d1873
+# %% ../nbs/07_detr.ipynb #61ad530a
 def train_detr(train_img, train_ann, val_img=None, val_ann=None, output_dir='runs/detr', num_epochs: int = 50,
                batch_size: int = 2, num_workers: int = 0, lr: float = 2e-4, lr_backbone: float | None = None,
                weight_decay: float = 1e-4, precision: str = 'auto', pretrained=None, allow_random_init: bool = False,
@@ -273,22 +277,26 @@ def train_detr(train_img, train_ann, val_img=None, val_ann=None, output_dir='run
                on_step=None, on_epoch=None) -> dict:
     "Train Deformable DETR on COCO-format data, evaluating after each epoch; writes checkpoints, metrics.csv and report.json."
     # on_step / on_epoch: callbacks of `fit`, e.g. a `boxrefine.viz.LossCurve`'s
+    from boxrefine.dist import setup_distributed, shard_items, wrap_ddp
     from boxrefine.train import fit, plot_metrics, resolve_precision
     if resume is not None and not Path(resume).is_file(): raise FileNotFoundError(f"checkpoint not found: {resume}")
     if (val_img is None) != (val_ann is None): raise ValueError("give both --val-img and --val-ann, or neither")
     torch.manual_seed(seed)
-    out_dir, device = Path(output_dir), torch.device(device)
+    ctx = setup_distributed(device)                  # under torchrun: one process per GPU (or CPU, gloo)
+    out_dir, device = Path(output_dir), ctx.device
     processor = make_processor(*image_size, pretrained=pretrained)
-    train_ds = DetrDataset(train_ann, train_img, processor, subset=subset)
+    train_ds = DetrDataset(train_ann, train_img, processor, subset=subset, verbose=ctx.is_main)
     cmap = train_ds.category_map
     model, weights = build_detr(cmap, pretrained, allow_random_init, offline, size, seed)
-    model.to(device)
-    loader = DataLoader(train_ds, batch_size, shuffle=True, collate_fn=collate_detr, num_workers=num_workers,
-                        generator=torch.Generator().manual_seed(seed))
+    model = wrap_ddp(model.to(device), ctx)          # batch_size is per process
+    sampler = torch.utils.data.DistributedSampler(train_ds, ctx.world, ctx.rank, shuffle=True, seed=seed)
+    loader = DataLoader(train_ds, batch_size, sampler=sampler, collate_fn=collate_detr, num_workers=num_workers)
     task = DetrTask(model, device, score_threshold=score_threshold, backend=backend)
     if val_ann is not None:
-        val_ds = DetrDataset(val_ann, val_img, processor, cmap, subset=subset)
-        task.val_loader, task.val_gt = DataLoader(val_ds, batch_size, collate_fn=collate_detr, num_workers=num_workers), val_ds.coco
+        val_ds = DetrDataset(val_ann, val_img, processor, cmap, subset=subset, verbose=ctx.is_main)
+        val_shard = torch.utils.data.Subset(val_ds, shard_items(range(len(val_ds)), ctx.rank, ctx.world))
+        task.val_loader = DataLoader(val_shard, batch_size, collate_fn=collate_detr, num_workers=num_workers)
+        task.val_gt = val_ds.coco
     optimizer = detr_optimizer(model, lr, lr_backbone, weight_decay)
     precision = resolve_precision(precision, device)
     config = {'train_img': str(train_img), 'train_ann': str(train_ann), 'val_img': val_img and str(val_img),
@@ -296,14 +304,17 @@ def train_detr(train_img, train_ann, val_img=None, val_ann=None, output_dir='run
               'lr_backbone': lr_backbone, 'weight_decay': weight_decay, 'size': size, 'image_size': list(image_size),
               'score_threshold': score_threshold, 'subset': subset, 'seed': seed, 'pretrained': pretrained and str(pretrained)}
     extra = {'random_init': weights['random_init'], 'categories': {'cat_ids': list(cmap.cat_ids), 'names': list(cmap.names)},
-             'model_config': model.config.to_dict()}
+             'model_config': getattr(model, 'module', model).config.to_dict()}
     rows = fit(model, task.train_step, task.validate if task.val_loader else None, loader, optimizer, num_epochs, out_dir,
                precision, device, grad_clip, resume, config, 'val_AP' if task.val_loader else None, True,
                lambda: {'random_init': weights['random_init']}, on_step, on_epoch, extra, progress, 'detr')
-    plot_metrics(out_dir / 'metrics.csv')
-    report = {'epochs': len(rows), 'final': rows[-1], 'best_AP': max((r.get('val_AP', -1) for r in rows), default=None),
+    report = {'epochs': len(rows), 'processes': ctx.world, 'final': rows[-1], 'best_AP': max((r.get('val_AP', -1) for r in rows), default=None),
               'train_images': len(train_ds), 'data_report': train_ds.report, 'random_init': weights['random_init'],
               'pretrained': weights['pretrained'], 'precision': precision, 'device': str(device), 'config': config}
+    main = ctx.is_main
+    ctx.teardown()
+    if not main: return report
+    plot_metrics(out_dir / 'metrics.csv')
     atomic_write_json(out_dir / 'report.json', report)
     print(f"done: {len(rows)} epochs, final train loss {rows[-1]['train_loss']:.4f}"
           + (f", val AP {rows[-1]['val_AP']:.4f} (best {report['best_AP']:.4f})" if 'val_AP' in rows[-1] else '')
