@@ -7,7 +7,6 @@ each timed end to end as users run it (process start-up included) and from the w
 It prints the speed-up of 2 processes and what it predicts for N GPUs. The last line holds the figures.
 """
 import argparse
-import json
 import os
 import re
 import shutil
@@ -17,27 +16,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-from PIL import Image, ImageDraw
-
-from boxrefine.testing import fixtures_dir
+from boxrefine.boxgen import cirr_images
+from boxgen import make_root   # bench/boxgen.py: stand-in PNGs at the real CIRR val split's paths
 
 EXE = shutil.which('boxrefine')
-
-
-def make_images(folder: Path, n: int, size=(500, 375)) -> list[Path]:
-    rng = np.random.default_rng(0)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i in range(n):
-        base = np.linspace(0, 1, size[0])[None, :, None] * rng.integers(-80, 80, 3) + rng.integers(60, 200, 3)
-        im = Image.fromarray(np.clip(base + rng.normal(0, 10, (size[1], size[0], 3)), 0, 255).astype(np.uint8))
-        d = ImageDraw.Draw(im)
-        for _ in range(3):
-            x, y = int(rng.integers(0, size[0] - 120)), int(rng.integers(0, size[1] - 100))
-            d.ellipse((x, y, x + int(rng.integers(40, 120)), y + int(rng.integers(40, 100))), fill=tuple(int(c) for c in rng.integers(0, 256, 3)))
-        paths.append(folder / f'img_{i:05d}.png'); im.save(paths[-1])
-    return paths
 
 
 def timed(commands: list[list[str]], threads: int) -> tuple[float, list[str]]:
@@ -64,18 +46,14 @@ def main():
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp())
     try:
-        make_images(tmp / 'pre', args.precompute_images)
+        root = make_root(tmp / 'cirr', 100, max(args.boxgen_images, args.precompute_images))
+        (tmp / 'pre').mkdir()
+        for src in list(cirr_images(root, 'val', args.precompute_images).values()): os.link(src, tmp / 'pre' / src.name)  # distinct images
         pre = [EXE, 'cache', 'precompute', '--images', str(tmp / 'pre'), '--allow-random-init', '--batch-size', '2']
         p1, o1 = timed([pre + ['--cache-dir', str(tmp / 'c1')]], 2)
         p2, o2 = timed([pre + ['--cache-dir', str(tmp / 'c2'), '--shard', f'{i}/2'] for i in range(2)], 1)
         w1, w2 = work_seconds(o1, r'"seconds": ([\d.]+)'), work_seconds(o2, r'"seconds": ([\d.]+)')
 
-        split = json.loads((fixtures_dir() / 'cirr_rc2' / 'split.rc2.val.json').read_text())
-        root = tmp / 'cirr'; (root / 'image_splits').mkdir(parents=True)
-        (root / 'image_splits' / 'split.rc2.val.json').write_text(json.dumps(split))
-        uniques = make_images(tmp / 'u', 100)
-        for i, rel in enumerate(list(split.values())[:args.boxgen_images]):
-            (root / rel).parent.mkdir(parents=True, exist_ok=True); os.link(uniques[i % 100], root / rel)
         box = [EXE, 'boxgen', '--cirr-root', str(root), '--method', 'saliency', '--split', 'val', '--max-images', str(args.boxgen_images)]
         b1, q1 = timed([box + ['--output', str(tmp / 'b1.json')]], 2)
         b2, q2 = timed([box + ['--output', str(tmp / 'b2.json'), '--shard', f'{i}/2'] for i in range(2)], 1)
