@@ -9,7 +9,6 @@ run within 1.2x of a 200-image run (the run streams); yolo through `generate_box
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from .boxes import paired_iou
 from .cache import atomic_write_bytes, atomic_write_json, atomic_write_text
-from .dist import DistContext, barrier, is_main, reduce_sums, setup_distributed, shard_items, unwrap, wrap_ddp
+from .dist import barrier, is_main, reduce_sums, setup_distributed, shard_items, unwrap, wrap_ddp
 
 # %% auto #0
 __all__ = ['CONFIG_DEFAULTS', 'CONFIG_ALIASES', 'PRECISIONS', 'TrainConfig', 'resolve_precision', 'autocast', 'make_scaler',

@@ -5,7 +5,6 @@ import shutil
 import subprocess
 import time
 
-import pytest
 import torch
 
 
