@@ -9,6 +9,7 @@ import json
 import os
 import statistics
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -23,9 +24,9 @@ from .features import ImageLoadError
 
 # %% auto #0
 __all__ = ['CIRR_SPLITS', 'IMAGE_ERRORS', 'SALIENCY_WORK_SIZE', 'SALIENCY_SCALES', 'BOXGEN_METHODS', 'SIZE_BINS',
-           'find_split_file', 'cirr_images', 'read_image', 'saliency_map', 'saliency_boxes', 'resolve_yolo_weights',
-           'load_yolo', 'yolo_boxes', 'merge_hybrid', 'meta_path', 'default_output', 'generate_boxes', 'load_boxes',
-           'box_stats', 'format_stats', 'show_boxes', 'merge_boxes']
+           'find_split_file', 'cirr_images', 'quiet_opencv', 'read_image', 'saliency_map', 'saliency_boxes',
+           'resolve_yolo_weights', 'load_yolo', 'yolo_boxes', 'merge_hybrid', 'meta_path', 'default_output',
+           'generate_boxes', 'load_boxes', 'box_stats', 'format_stats', 'show_boxes', 'merge_boxes']
 
 # %% ../nbs/08_boxgen.ipynb #571c83eb
 CIRR_SPLITS = ('train', 'val', 'test1')
@@ -50,11 +51,19 @@ def cirr_images(root, split: str, max_images: int | None = None) -> dict[str, Pa
 # %% ../nbs/08_boxgen.ipynb #7e1db526
 IMAGE_ERRORS = (FileNotFoundError, ImageLoadError)
 
+@contextmanager
+def quiet_opencv():
+    "Silence OpenCV's own log lines (a corrupt PNG prints `[ERROR] readHeader ...`): we raise our own error."
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try: yield
+    finally: cv2.utils.logging.setLogLevel(level)
+
 def read_image(path) -> np.ndarray:
     "An image as an HxWx3 BGR uint8 array; `FileNotFoundError` or `ImageLoadError` (as `load_image`) names a bad file."
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"image not found: {path}")
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    with quiet_opencv(): img = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if img is None or img.size == 0: raise ImageLoadError(f"cannot decode image {path}")
     return img
 

@@ -1,4 +1,4 @@
-"Shared pytest fixtures: the repository root and the shared fixtures folder."
+"Shared pytest fixtures: the repository root and its test data folder, `tests/fixtures`."
 import os
 from pathlib import Path
 
@@ -17,7 +17,6 @@ def root() -> Path:
 
 @pytest.fixture(scope='session')
 def fixtures() -> Path:
-    "`../shared/fixtures` beside the repository (or $BOXREFINE_FIXTURES); tests skip with a message if absent."
-    path = Path(os.environ.get('BOXREFINE_FIXTURES', ROOT.parent / 'shared' / 'fixtures'))
-    if not path.is_dir(): pytest.skip(f'shared fixtures not found at {path}')
-    return path
+    "`tests/fixtures` of this repository (or $BOXREFINE_FIXTURES): real data with sources and licences."
+    from boxrefine.testing import fixtures_dir
+    return fixtures_dir()

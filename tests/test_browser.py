@@ -26,7 +26,8 @@ def _need_browser():
                                      ('playwright', shutil.which('playwright') is not None)) if not ok]
     if missing:
         if os.environ.get('CI'): pytest.fail(f"CI must install {missing} (see .ci/run)")
-        pytest.skip(f"browser test needs {missing}")
+        pytest.skip(f"browser test needs {missing}: install Chromium with `sudo apt-get install chromium` "
+                    "(Debian/Ubuntu) and Playwright with `pip install -e '.[dev]'`; under CI=true this fails")
 
 
 def _free_port() -> int:
