@@ -10,9 +10,13 @@ import os
 import shutil
 import tempfile
 import uuid
+import threading
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+
+from fastcore.basics import patch
 
 import numpy as np
 import torch
@@ -20,8 +24,9 @@ import xxhash
 from safetensors.torch import load as st_load, save as st_save
 
 # %% auto #0
-__all__ = ['CACHE_FORMAT', 'atomic_write_bytes', 'atomic_write_text', 'atomic_write_json', 'content_key', 'CacheStats',
-           'CorruptEntry', 'FeatureCache', 'detect_caches']
+__all__ = ['CACHE_FORMAT', 'SCALE_SUFFIX', 'STORAGE_DTYPES', 'atomic_write_bytes', 'atomic_write_text', 'atomic_write_json',
+           'content_key', 'content_keys', 'CacheStats', 'CorruptEntry', 'FeatureCache', 'quantize_int8', 'dequantize',
+           'detect_caches', 'entry_layout', 'read_entry_into']
 
 # %% ../nbs/02_cache.ipynb #2682f5c2
 def atomic_write_bytes(path, data: bytes | memoryview, fsync: bool = True) -> Path:
@@ -65,6 +70,27 @@ def content_key(source) -> str:
         raise TypeError(f"cannot make a content key from {type(source).__name__}")
     return h.hexdigest()
 
+# %% ../nbs/02_cache.ipynb #9b255b13
+def content_keys(paths: list, index_file=None) -> list[str]:
+    "`content_key` of each file, reusing the keys `index_file` holds for files unchanged since."
+    index_file = Path(index_file) if index_file else None
+    index = {}
+    if index_file is not None and index_file.is_file():
+        try: index = json.loads(index_file.read_text())['files']
+        except (ValueError, KeyError, TypeError):
+            warnings.warn(f"ignoring unreadable key index {index_file}; it will be rewritten")
+    keys, changed = [], False
+    for p in paths:
+        st, name = os.stat(p), str(Path(p).resolve())
+        known = index.get(name)
+        if known and known[:2] == [st.st_size, st.st_mtime_ns]: keys.append(known[2])
+        else:
+            keys.append(content_key(p))
+            index[name], changed = [st.st_size, st.st_mtime_ns, keys[-1]], True
+    if changed and index_file is not None:
+        atomic_write_json(index_file, {'version': 1, 'files': index}, fsync=False, indent=None)
+    return keys
+
 # %% ../nbs/02_cache.ipynb #0a1e76d2
 @dataclass
 class CacheStats:
@@ -92,8 +118,9 @@ class CacheStats:
                 f"{self.writes} written, {self.bytes_read / 2**20:.1f} MiB read, {self.bytes_written / 2**20:.1f} MiB written")
 
 # %% ../nbs/02_cache.ipynb #154d95c6
-CACHE_FORMAT = '1'
-_CHECKSUM, _FORMAT = 'boxrefine.checksum', 'boxrefine.format'
+CACHE_FORMAT = '2'   # 2: every entry records its own key, checked on every read
+_CHECKSUM, _FORMAT, _KEY = 'boxrefine.checksum', 'boxrefine.format', 'boxrefine.key'
+SCALE_SUFFIX = '.scale'   # int8 storage: `name` holds the codes, `name.scale` the scales
 
 def _checksum(tensors: dict[str, torch.Tensor]) -> str:
     "xxHash3 of the tensors' names, dtypes, shapes and bytes, in name order."
@@ -114,16 +141,20 @@ class CorruptEntry(Exception):
     "A cache entry that cannot be trusted."
 
 # %% ../nbs/02_cache.ipynb #06083127
+STORAGE_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.int8)
+
 class FeatureCache:
     "Named tensors per image under `cache_dir/<fingerprint>/<split>/`, keyed by `content_key`."
     def __init__(self, cache_dir, fingerprint: str, split: str = 'train',
-                 storage_dtype: torch.dtype = torch.float16, info: dict | None = None):
+                 storage_dtype: torch.dtype = torch.float16, info: dict | None = None,
+                 channel_axes: dict[str, int] | None = None):
         if not fingerprint or any(c in fingerprint for c in '/\\') or fingerprint.startswith('.'):
             raise ValueError(f"fingerprint must be a plain directory name, got {fingerprint!r}")
-        if storage_dtype not in (torch.float16, torch.bfloat16, torch.float32):
-            raise ValueError(f"storage_dtype must be float16, bfloat16 or float32, got {storage_dtype}")
+        if storage_dtype not in STORAGE_DTYPES:
+            raise ValueError(f"storage_dtype must be one of {STORAGE_DTYPES}, got {storage_dtype}")
         self.cache_dir, self.fingerprint, self.split = Path(cache_dir), fingerprint, split
         self.storage_dtype, self.stats = storage_dtype, CacheStats()
+        self.channel_axes = channel_axes or {}   # int8: the axis that keeps its own scale, per name
         self.root = self.cache_dir / fingerprint / split
         self._warned = False
         if info is not None: self._write_info(info)
@@ -131,7 +162,8 @@ class FeatureCache:
     def _write_info(self, info: dict):
         "Record what produced the features beside them (`cache info` shows it)."
         path = self.cache_dir / self.fingerprint / 'fingerprint.json'
-        info = {**info, 'fingerprint': self.fingerprint, 'storage_dtype': str(self.storage_dtype).removeprefix('torch.'),
+        dtype = str(self.storage_dtype).removeprefix('torch.')
+        info = {**info, 'fingerprint': self.fingerprint, 'storage_dtype': dtype,
                 'cache_format': CACHE_FORMAT}
         if not path.exists() or json.loads(path.read_text()) != info: atomic_write_json(path, info)
 
@@ -143,20 +175,62 @@ class FeatureCache:
     def __repr__(self): return f"FeatureCache({str(self.root)!r}, {self.stats})"
 
 # %% ../nbs/02_cache.ipynb #e00a312a
+def quantize_int8(t: torch.Tensor, axis: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    "Symmetric int8 codes of `t` and float32 scales, one per slice along `axis` (kept as a size-1 dim)."
+    t = t.float()
+    others = [d for d in range(t.ndim) if d != axis % t.ndim]
+    scale = t.abs().amax(dim=others, keepdim=True).clamp(min=1e-12) / 127
+    return (t / scale).round().clamp(-127, 127).to(torch.int8), scale
+
+def dequantize(features: dict[str, torch.Tensor], dtype=torch.float32) -> dict[str, torch.Tensor]:
+    "Floats in `dtype`: int8 codes times their `.scale`, other floats converted, the rest unchanged."
+    out = {}
+    for name, v in features.items():
+        if name.endswith(SCALE_SUFFIX): continue
+        scale = features.get(name + SCALE_SUFFIX)
+        if scale is not None: out[name] = v.to(dtype) * scale.to(dtype)
+        else: out[name] = v.to(dtype) if v.is_floating_point() else v
+    return out
+
+# %% ../nbs/02_cache.ipynb #3508218f
+@patch
 @torch.no_grad()
-def _put(self: FeatureCache, key: str, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> Path:
-    "Store `tensors` for `key` atomically; returns the entry's path."
+def encode(self: FeatureCache, key: str, tensors: dict[str, torch.Tensor],
+           metadata: dict[str, str] | None = None) -> bytes:
+    "The bytes of the entry that `put` writes for `key`."
     if not tensors: raise ValueError(f"nothing to store for key {key}")
-    stored = {k: (v.detach().to('cpu', self.storage_dtype) if v.is_floating_point() else v.detach().cpu()).contiguous()
-              for k, v in tensors.items()}
-    meta = {**(metadata or {}), _FORMAT: CACHE_FORMAT, _CHECKSUM: _checksum(stored)}
-    data = st_save(stored, metadata={k: str(v) for k, v in meta.items()})
+    stored = {}
+    for name, v in tensors.items():
+        v = v.detach().cpu()
+        if v.is_floating_point() and self.storage_dtype == torch.int8 and v.ndim >= 2:
+            stored[name], stored[name + SCALE_SUFFIX] = quantize_int8(v, self.channel_axes.get(name, 0))
+        elif v.is_floating_point():
+            stored[name] = v.to(torch.float32 if self.storage_dtype == torch.int8 else self.storage_dtype)
+        else: stored[name] = v
+    stored = {k: v.contiguous() for k, v in stored.items()}
+    meta = {**(metadata or {}), _FORMAT: CACHE_FORMAT, _KEY: key, _CHECKSUM: _checksum(stored)}
+    return st_save(stored, metadata={k: str(v) for k, v in meta.items()})
+
+@patch
+def put(self: FeatureCache, key: str, tensors: dict[str, torch.Tensor],
+        metadata: dict[str, str] | None = None) -> Path:
+    "Store `tensors` for `key` atomically; returns the entry's path."
+    data = self.encode(key, tensors, metadata)
     path = atomic_write_bytes(self.path_for(key), data)
-    self.stats.writes += 1; self.stats.bytes_written += len(data)
+    self.stats.writes += 1
+    self.stats.bytes_written += len(data)
     return path
 
-def _get(self: FeatureCache, key: str, device='cpu', dtype: torch.dtype | None = None) -> dict[str, torch.Tensor] | None:
-    "The tensors stored for `key` on `device` (floats in `dtype`, default the storage dtype), or None on a miss."
+def _check_metadata(meta: dict, key: str):
+    "Raise `CorruptEntry` unless `meta` is of this format and names `key`."
+    if meta.get(_FORMAT) != CACHE_FORMAT:
+        raise CorruptEntry(f"format {meta.get(_FORMAT)!r}, expected {CACHE_FORMAT!r}")
+    if meta.get(_KEY) != key: raise CorruptEntry(f"the entry holds key {meta.get(_KEY)!r}")
+
+@patch
+def get(self: FeatureCache, key: str, device='cpu',
+        dtype: torch.dtype | None = None) -> dict[str, torch.Tensor] | None:
+    "The tensors for `key` on `device` (floats in `dtype`, default as stored), or None on a miss."
     path = self.path_for(key)
     try:
         with open(path, 'rb') as f:
@@ -166,41 +240,46 @@ def _get(self: FeatureCache, key: str, device='cpu', dtype: torch.dtype | None =
         return None
     try:
         meta = _read_metadata(data)
-        if meta.get(_FORMAT) != CACHE_FORMAT: raise CorruptEntry(f"format {meta.get(_FORMAT)!r}, expected {CACHE_FORMAT!r}")
+        _check_metadata(meta, key)
         tensors = st_load(data)
         if _checksum(tensors) != meta.get(_CHECKSUM): raise CorruptEntry("checksum mismatch")
     except Exception as e:
         self._discard_corrupt(path, inode, e)
         return None
-    self.stats.hits += 1; self.stats.bytes_read += len(data)
-    return {k: v.to(device=device, dtype=dtype if (dtype is not None and v.is_floating_point()) else None,
-                    non_blocking=True) for k, v in tensors.items()}
+    self.stats.hits += 1
+    self.stats.bytes_read += len(data)
+    if any(k.endswith(SCALE_SUFFIX) for k in tensors): tensors = dequantize(tensors, dtype or torch.float32)
+    cast = lambda v: dtype if (dtype is not None and v.is_floating_point()) else None
+    return {k: v.to(device=device, dtype=cast(v), non_blocking=True) for k, v in tensors.items()}
 
-def _discard_corrupt(self: FeatureCache, path: Path, inode: int, error: Exception):
-    "Count, remove and (once) warn about a corrupt entry: it becomes a miss, never an exception or garbage."
-    self.stats.corrupt += 1; self.stats.misses += 1
+@patch
+def _discard_corrupt(self: FeatureCache, path: Path, inode: int | None, error: Exception):
+    "Count, remove and (once) warn about a corrupt entry: it becomes a miss, never garbage."
+    self.stats.corrupt += 1
+    self.stats.misses += 1
     try:  # remove it unless another process has already replaced it with a good entry
-        if os.stat(path).st_ino == inode: path.unlink()
+        if inode is None or os.stat(path).st_ino == inode: path.unlink()
     except FileNotFoundError: pass
     if not self._warned:
         self._warned = True
-        warnings.warn(f"feature cache: corrupt entry {path} ({type(error).__name__}: {error}) was removed and will be "
-                      "recomputed; further corrupt entries are counted in stats.corrupt", RuntimeWarning, stacklevel=3)
-
-FeatureCache.put, FeatureCache.get, FeatureCache._discard_corrupt = _put, _get, _discard_corrupt
+        warnings.warn(f"feature cache: corrupt entry {path} ({type(error).__name__}: {error}) was "
+                      "removed and will be recomputed; further corrupt entries are counted in "
+                      "stats.corrupt", RuntimeWarning, stacklevel=3)
 
 # %% ../nbs/02_cache.ipynb #f21c8638
-def _clear(self: FeatureCache):
+@patch
+def clear(self: FeatureCache):
     "Remove every entry of this fingerprint and split."
     shutil.rmtree(self.root, ignore_errors=True)
     self.stats.reset()
 
-def _entries(self: FeatureCache) -> list[Path]:
+@patch
+def entries(self: FeatureCache) -> list[Path]:
     "The entry files of this fingerprint and split."
     return sorted(self.root.glob('*/*.safetensors'))
 
-FeatureCache.clear, FeatureCache.entries = _clear, _entries
-FeatureCache.__len__ = lambda self: len(self.entries())
+@patch
+def __len__(self: FeatureCache): return len(self.entries())
 
 def detect_caches(cache_dir) -> list[dict]:
     "Summaries (fingerprint, split, entries, bytes, info) of the caches under `cache_dir`."
@@ -211,6 +290,87 @@ def detect_caches(cache_dir) -> list[dict]:
         for split_dir in sorted(p for p in fp_dir.iterdir() if p.is_dir()):
             files = list(split_dir.glob('*/*.safetensors'))
             if files or info:
-                found.append({'fingerprint': fp_dir.name, 'split': split_dir.name, 'entries': len(files),
-                              'bytes': sum(f.stat().st_size for f in files), 'info': info})
+                found.append({'fingerprint': fp_dir.name, 'split': split_dir.name,
+                              'entries': len(files), 'bytes': sum(f.stat().st_size for f in files),
+                              'info': info})
     return found
+
+# %% ../nbs/02_cache.ipynb #1553e742
+_ST_DTYPES = {'F16': torch.float16, 'BF16': torch.bfloat16, 'F32': torch.float32, 'F64': torch.float64,
+              'I8': torch.int8, 'U8': torch.uint8, 'I32': torch.int32, 'I64': torch.int64}
+
+def _read_header(f, size: int) -> tuple[dict, int]:
+    "The JSON header of an open safetensors file of `size` bytes, and where its data starts."
+    n = int.from_bytes(f.read(8), 'little')
+    if not 0 < n <= size - 8: raise CorruptEntry(f"header length {n} does not fit {size} bytes")
+    return json.loads(f.read(n)), 8 + n
+
+def entry_layout(path) -> dict[str, tuple[torch.dtype, tuple[int, ...]]]:
+    "Name → (dtype, shape) of each tensor of the entry at `path`."
+    with open(path, 'rb') as f:
+        header, _ = _read_header(f, os.fstat(f.fileno()).st_size)
+    header.pop('__metadata__', None)
+    return {k: (_ST_DTYPES[v['dtype']], tuple(v['shape'])) for k, v in sorted(header.items())}
+
+def _bytes_of(t: torch.Tensor) -> memoryview:
+    return memoryview(t.reshape(-1).view(torch.uint8).numpy())
+
+def read_entry_into(f, key: str, slots: dict[str, torch.Tensor]) -> int:
+    "Read the entry open in `f` straight into `slots` (contiguous tensors), verified; bytes read."
+    size = os.fstat(f.fileno()).st_size
+    header, start = _read_header(f, size)
+    meta = header.pop('__metadata__', None) or {}
+    _check_metadata(meta, key)
+    if set(header) != set(slots): raise CorruptEntry(f"tensors {sorted(header)}, expected {sorted(slots)}")
+    for name in sorted(header, key=lambda k: header[k]['data_offsets'][0]):
+        info, slot = header[name], slots[name]
+        if _ST_DTYPES.get(info['dtype']) != slot.dtype or tuple(info['shape']) != tuple(slot.shape):
+            raise CorruptEntry(f"{name}: {info['dtype']} {info['shape']}, expected {slot.dtype} "
+                               f"{tuple(slot.shape)}")
+        begin, end = info['data_offsets']
+        view = _bytes_of(slot)
+        if end - begin != len(view) or start + end > size: raise CorruptEntry(f"{name}: truncated")
+        f.seek(start + begin)
+        got = 0
+        while got < len(view):
+            n = f.readinto(view[got:])
+            if not n: raise CorruptEntry(f"{name}: truncated")
+            got += n
+    if _checksum(slots) != meta.get(_CHECKSUM): raise CorruptEntry("checksum mismatch")
+    return size
+
+# %% ../nbs/02_cache.ipynb #919f2de8
+_POOLS: dict[tuple[int, int], ThreadPoolExecutor] = {}
+
+def _reader_pool(threads: int) -> ThreadPoolExecutor:
+    "A thread pool of this process (a forked DataLoader worker makes its own)."
+    key = (os.getpid(), threads)
+    if key not in _POOLS: _POOLS[key] = ThreadPoolExecutor(threads, thread_name_prefix='cache-read')
+    return _POOLS[key]
+
+@patch
+def read_batch(self: FeatureCache, keys: list[str], layout: dict, shared: bool = False,
+               threads: int = 8) -> tuple[dict[str, torch.Tensor], list[int]]:
+    "Entries of `keys` read in parallel into batched tensors of `layout`, and the positions that missed."
+    batch = {name: torch.empty((len(keys), *shape), dtype=dtype) for name, (dtype, shape) in layout.items()}
+    if shared: batch = {k: v.share_memory_() for k, v in batch.items()}  # a worker sends it without a copy
+    def read(i: int) -> int | Exception | None:
+        path = self.path_for(keys[i])
+        try: f = open(path, 'rb', buffering=0)
+        except FileNotFoundError: return None
+        with f:
+            inode = os.fstat(f.fileno()).st_ino
+            try: return read_entry_into(f, keys[i], {k: v[i] for k, v in batch.items()})
+            except Exception as e: return (path, inode, e)
+    missing = []
+    for i, got in enumerate(_reader_pool(threads).map(read, range(len(keys)))):
+        if isinstance(got, int):
+            self.stats.hits += 1
+            self.stats.bytes_read += got
+        elif got is None:
+            self.stats.misses += 1
+            missing.append(i)
+        else:
+            self._discard_corrupt(*got)
+            missing.append(i)
+    return batch, missing

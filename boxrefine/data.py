@@ -5,6 +5,7 @@
 # %% ../nbs/04_data.ipynb #d6442ebb
 from __future__ import annotations
 
+import copy
 import json
 import math
 import random
@@ -14,13 +15,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFilter
-from torch.utils.data import Dataset
+from torch.utils.data import BatchSampler, Dataset, Sampler, get_worker_info
 
 from .boxes import clamp_boxes, convert_boxes, jitter_boxes, normalize, paired_iou
-from .cache import atomic_write_json
+from .cache import CacheStats, FeatureCache, atomic_write_json
 
 # %% auto #0
-__all__ = ['SHAPE_CATEGORIES', 'make_shapes_dataset', 'load_coco_boxes', 'BoxRefinementDataset', 'collate_boxes']
+__all__ = ['SHAPE_CATEGORIES', 'make_shapes_dataset', 'load_coco_boxes', 'BoxRefinementDataset', 'collate_boxes', 'EpochBatches',
+           'FeatureBatches']
 
 # %% ../nbs/04_data.ipynb #0ceea058
 SHAPE_CATEGORIES = [{'id': 1, 'name': 'ellipse'}, {'id': 2, 'name': 'rectangle'}, {'id': 3, 'name': 'polygon'}]
@@ -157,9 +159,12 @@ class BoxRefinementDataset(Dataset):
 
     def __len__(self): return len(self.records)
 
-    def __getitem__(self, i: int) -> dict:
+    def __getitem__(self, i: int) -> dict: return self.item(i, self.epoch)
+
+    def item(self, i: int, epoch: int) -> dict:
+        "Image `i` with the noisy boxes of `epoch` (fixed ones when not `train`)."
         r = self.records[i]
-        seed = _mix(self.seed, self.epoch, r['image_id']) if self.train else _mix(self.seed, -1, r['image_id'])
+        seed = _mix(self.seed, epoch if self.train else -1, r['image_id'])
         noisy = jitter_boxes(r['boxes'], self.noise_scale, seed=seed)
         return {'image_id': r['image_id'], 'file': str(r['file']), 'size': r['size'], 'boxes': r['boxes'], 'noisy': noisy}
 
@@ -169,3 +174,40 @@ def collate_boxes(items: list[dict]) -> dict:
             'size': torch.tensor([it['size'] for it in items]),
             'boxes': torch.cat([it['boxes'] for it in items]), 'noisy': torch.cat([it['noisy'] for it in items]),
             'batch_idx': torch.cat([torch.full((len(it['boxes']),), j) for j, it in enumerate(items)])}
+
+# %% ../nbs/04_data.ipynb #e7d0a9e6
+class EpochBatches(Sampler):
+    "Batches of `sampler`'s indices as `(epoch, indices)`: the epoch reaches persistent workers too."
+    def __init__(self, sampler, batch_size: int, drop_last: bool = False):
+        self.sampler, self.batch_size, self.drop_last, self.epoch = sampler, batch_size, drop_last, 0
+
+    def set_epoch(self, epoch: int):
+        self.epoch = epoch
+        if hasattr(self.sampler, 'set_epoch'): self.sampler.set_epoch(epoch)
+
+    def _batches(self): return BatchSampler(self.sampler, self.batch_size, self.drop_last)
+    def __iter__(self): return ((self.epoch, indices) for indices in self._batches())
+    def __len__(self): return len(self._batches())
+
+class FeatureBatches(Dataset):
+    "Batches of a `BoxRefinementDataset` with their cached features, read where the DataLoader runs."
+    def __init__(self, boxes: BoxRefinementDataset, cache: FeatureCache, keys: list[str],
+                 layout: dict, reads_in_flight: int = 8):
+        if len(keys) != len(boxes): raise ValueError(f"{len(keys)} keys for {len(boxes)} images")
+        self.boxes, self.keys, self.layout, self.reads_in_flight = boxes, keys, layout, reads_in_flight
+        self.cache = copy.copy(cache)       # its own statistics: each batch reports its own counts
+        self.cache.stats = CacheStats()
+
+    def __len__(self): return len(self.boxes)
+
+    def __getitem__(self, item: tuple[int, list[int]]) -> dict:
+        epoch, indices = item
+        batch = collate_boxes([self.boxes.item(i, epoch) for i in indices])
+        keys = [self.keys[i] for i in indices]
+        in_worker = get_worker_info() is not None
+        batch['features'], batch['missing'] = self.cache.read_batch(
+            keys, self.layout, shared=in_worker, threads=self.reads_in_flight)
+        batch['keys'] = keys
+        batch['cache_stats'] = {k: v for k, v in self.cache.stats.as_dict().items() if k != 'hit_rate'}
+        self.cache.stats.reset()
+        return batch
