@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 import warnings
 from pathlib import Path
@@ -14,15 +15,17 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
+from safetensors.torch import load as st_load
 from tqdm.auto import tqdm
 
 from .boxes import denormalize
-from .cache import FeatureCache, content_key
+from .cache import FeatureCache, content_key, dequantize
 
 # %% auto #0
-__all__ = ['IMAGE_EXTENSIONS', 'MODEL_TYPES', 'PREPROCESS_VERSION', 'THUMB_STRIDE', 'ImageLoadError', 'load_image', 'file_sha256',
-           'build_hqsam', 'HQSAMFeatures', 'feature_grid_boxes', 'cache_for', 'extract_with_cache', 'list_images',
-           'precompute']
+__all__ = ['IMAGE_EXTENSIONS', 'MODEL_TYPES', 'FEATURE_NAMES', 'CHANNEL_AXES', 'PREPROCESS_VERSION', 'THUMB_STRIDE',
+           'ImageLoadError', 'load_image', 'file_sha256', 'build_hqsam', 'HQSAMFeatures', 'feature_grid_boxes',
+           'stored_names', 'cache_for', 'extract_with_cache', 'list_images', 'InsufficientDiskSpace', 'entry_bytes',
+           'check_disk_space', 'precompute']
 
 # %% ../nbs/03_features.ipynb #fc94ad11
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff')
@@ -42,6 +45,8 @@ def load_image(path) -> Image.Image:
 
 # %% ../nbs/03_features.ipynb #27cdf8e3
 MODEL_TYPES = ('vit_tiny', 'vit_b', 'vit_l', 'vit_h')
+FEATURE_NAMES = ('image_embedding', 'interm_embedding', 'thumbnail', 'original_size', 'input_size')
+CHANNEL_AXES = {'image_embedding': 0, 'interm_embedding': -1}   # where int8 storage keeps a scale
 PREPROCESS_VERSION = 1  # bump when preprocessing changes: it invalidates every cache
 THUMB_STRIDE = 8        # the thumbnail is the padded 1024x1024 input at 1/8: 128x128 RGB, uint8
 
@@ -100,11 +105,18 @@ class HQSAMFeatures:
         self.img_size = self.sam.image_encoder.img_size
         self.transform = ResizeLongestSide(self.img_size)
 
-    def fingerprint(self, storage_dtype: torch.dtype = torch.float16) -> str:
+    @property
+    def interm_dim(self) -> int:
+        "Channels of the early ViT feature (`interm_embedding`) that the HQ decoder fuses in."
+        return self.sam.mask_decoder.compress_vit_feat[0].in_channels
+
+    def fingerprint(self, storage_dtype: torch.dtype = torch.float16, names=None) -> str:
         "A directory-safe name that changes whenever the stored features would."
         w = self.weights
         tag = f"random-seed{w['seed']}" if w['random_init'] else f"ckpt{w['sha256'][:16]}"
-        return f"{self.model_type}-{tag}-pp{PREPROCESS_VERSION}-{str(storage_dtype).removeprefix('torch.')}"
+        dtype = str(storage_dtype).removeprefix('torch.')
+        left_out = [n.split('_')[0] for n in FEATURE_NAMES if names is not None and n not in names]
+        return f"{self.model_type}-{tag}-pp{PREPROCESS_VERSION}-{dtype}" + ''.join(f"-no{n}" for n in left_out)
 
     def info(self) -> dict:
         "What produced the features (written beside the cache as fingerprint.json)."
@@ -146,31 +158,45 @@ def feature_grid_boxes(boxes: torch.Tensor, original_size, img_size: int = 1024,
     return denormalize(boxes, hw.flip(-1)) * (grid_size / side)
 
 # %% ../nbs/03_features.ipynb #39b830fc
-def cache_for(extractor: HQSAMFeatures, cache_dir, split: str = 'train', storage_dtype=torch.float16) -> FeatureCache:
-    "The `FeatureCache` directory of this extractor's fingerprint, with its description recorded."
-    return FeatureCache(cache_dir, extractor.fingerprint(storage_dtype), split, storage_dtype, info=extractor.info())
+def stored_names(use_interm: bool = True) -> tuple[str, ...]:
+    "The features a refiner reads: the early ViT feature only when it uses it."
+    return tuple(n for n in FEATURE_NAMES if use_interm or n != 'interm_embedding')
+
+def cache_for(extractor: HQSAMFeatures, cache_dir, split: str = 'train', storage_dtype=torch.float16,
+              names=FEATURE_NAMES) -> FeatureCache:
+    "The `FeatureCache` of this extractor's fingerprint for `names`, with its description recorded."
+    fingerprint = extractor.fingerprint(storage_dtype, names)
+    info = {**extractor.info(), 'names': list(names)}
+    return FeatureCache(cache_dir, fingerprint, split, storage_dtype, info=info, channel_axes=CHANNEL_AXES)
 
 def _batches(items: list, size: int):
     for i in range(0, len(items), size): yield items[i:i + size]
 
-def extract_with_cache(extractor: HQSAMFeatures, cache: FeatureCache | None, images: list, batch_size: int = 4,
-                       device='cpu', dtype: torch.dtype | None = torch.float32, keys: list[str] | None = None) -> list[dict]:
-    "Features of `images` (paths): hits are read from `cache`, misses extracted in batches and stored (`cache=None`: extract all)."
+def _as_stored(cache: FeatureCache, key: str, feats: dict, device, dtype) -> dict:
+    "What `cache.get` returns for `feats` once stored (float16 or int8 rounding included)."
+    return {k: v.to(device, non_blocking=True)
+            for k, v in dequantize(st_load(cache.encode(key, feats)), dtype or torch.float32).items()}
+
+def extract_with_cache(extractor: HQSAMFeatures, cache: FeatureCache | None, images: list,
+                       batch_size: int = 4, device='cpu', dtype: torch.dtype | None = torch.float32,
+                       keys: list[str] | None = None, names=FEATURE_NAMES) -> list[dict]:
+    "Features of `images` (paths): hits read from `cache`, misses extracted in batches and stored."
+    pick = lambda feats: {k: feats[k] for k in names}
     if cache is None:
-        return [{k: v.to(device, dtype if v.is_floating_point() else None) for k, v in f.items()}
-                for chunk in _batches(list(images), batch_size) for f in extractor.extract([load_image(p) for p in chunk])]
+        return [{k: v.to(device, dtype if v.is_floating_point() else None) for k, v in pick(f).items()}
+                for chunk in _batches(list(images), batch_size)
+                for f in extractor.extract([load_image(p) for p in chunk])]
     keys = keys or [content_key(p) for p in images]
     out = [cache.get(k, device, dtype) for k in keys]
     for chunk in _batches([i for i, o in enumerate(out) if o is None], batch_size):
         for i, feats in zip(chunk, extractor.extract([load_image(images[i]) for i in chunk])):
-            cache.put(keys[i], feats)
-            out[i] = {k: v.to(device, cache.storage_dtype if v.is_floating_point() else None)
-                          .to(dtype if v.is_floating_point() else None) for k, v in feats.items()}
+            cache.put(keys[i], pick(feats))
+            out[i] = _as_stored(cache, keys[i], pick(feats), device, dtype)
     return out
 
 # %% ../nbs/03_features.ipynb #ec1ad3f1
 def list_images(images=None, ann_file=None) -> list[Path]:
-    "Image paths: every image file under folder `images`, or those a COCO `ann_file` lists (relative to `images`)."
+    "Image paths: every image file under folder `images`, or those a COCO `ann_file` lists."
     if ann_file is not None:
         root = Path(images) if images is not None else Path(ann_file).parent
         return [root / im['file_name'] for im in json.loads(Path(ann_file).read_text())['images']]
@@ -179,17 +205,52 @@ def list_images(images=None, ann_file=None) -> list[Path]:
     if not folder.is_dir(): raise NotADirectoryError(f"image folder not found: {folder}")
     return sorted(p for p in folder.rglob('*') if p.suffix.lower() in IMAGE_EXTENSIONS)
 
+class InsufficientDiskSpace(ValueError):
+    "The features to extract would not fit on the cache's disk."
+
+def entry_bytes(extractor: HQSAMFeatures, cache: FeatureCache, names=FEATURE_NAMES) -> int:
+    "Bytes of one cache entry of this extractor's features (exact: an entry of zeros, encoded)."
+    g, t = extractor.img_size // 16, extractor.img_size // THUMB_STRIDE   # the encoder's grid: 64x64
+    zeros = {'image_embedding': torch.zeros(256, g, g), 'interm_embedding': torch.zeros(g, g, extractor.interm_dim),
+             'thumbnail': torch.zeros(3, t, t, dtype=torch.uint8), 'original_size': torch.zeros(2, dtype=torch.long),
+             'input_size': torch.zeros(2, dtype=torch.long)}
+    return len(cache.encode('0' * 32, {k: zeros[k] for k in names}))
+
+def _existing(path: Path) -> Path:
+    while not path.exists(): path = path.parent
+    return path
+
+def check_disk_space(cache: FeatureCache, n_images: int, per_image: int, force: bool = False,
+                     verbose: bool = True) -> dict:
+    "Say how much `n_images` entries need and what is free; refuse (unless `force`) when they don't fit."
+    need, free = n_images * per_image, shutil.disk_usage(_existing(cache.root)).free
+    gib = lambda b: f"{b / 2**30:.2f} GiB"
+    if verbose:
+        print(f"precompute {cache.split}: {n_images} images to extract, about {gib(need)} on disk "
+              f"({per_image / 2**20:.2f} MiB each, {str(cache.storage_dtype).removeprefix('torch.')}); "
+              f"{gib(free)} free at {_existing(cache.root)}")
+    if need > free and not force:
+        raise InsufficientDiskSpace(
+            f"the feature cache needs about {gib(need)} for {n_images} images but only {gib(free)} is free "
+            f"at {_existing(cache.root)}: free space, use compact storage (storage_dtype int8), or "
+            "force it (--force, optimization.feature_cache.force: true)")
+    return {'images_to_extract': n_images, 'bytes_needed': need, 'bytes_free': free}
+
+# %% ../nbs/03_features.ipynb #4ef41f0f
 def precompute(extractor: HQSAMFeatures, cache: FeatureCache, images: list, batch_size: int = 4,
-               progress: bool = True) -> dict:
-    "Extract and store the features of every image not yet in `cache`; a summary with the images that failed."
+               progress: bool = True, *, keys: list[str] | None = None, names=FEATURE_NAMES,
+               force: bool = False) -> dict:
+    "Extract and store the features of every image without a valid entry; a summary with failures."
     start, failed, todo, cached, extracted = time.perf_counter(), [], [], 0, 0
-    for p in images:
-        try:
-            key = content_key(p)
+    for i, p in enumerate(images):
+        try: key = keys[i] if keys is not None else content_key(p)
         except OSError as e:
-            failed.append({'image': str(p), 'error': f"{type(e).__name__}: {e}"}); continue
-        if key in cache: cached += 1
+            failed.append({'image': str(p), 'error': f"{type(e).__name__}: {e}"})
+            continue
+        if cache.holds(key): cached += 1
         else: todo.append((p, key))
+    space = check_disk_space(cache, len(todo), entry_bytes(extractor, cache, names), force, progress) \
+        if todo else {}
     bar = tqdm(total=len(todo), desc=f'precompute {cache.split}', unit='img', disable=not progress)
     for chunk in _batches(todo, batch_size):
         loaded = []
@@ -197,11 +258,18 @@ def precompute(extractor: HQSAMFeatures, cache: FeatureCache, images: list, batc
             try: loaded.append((load_image(p), key))
             except ImageLoadError as e: failed.append({'image': str(p), 'error': str(e)})
         for (_, key), feats in zip(loaded, extractor.extract([im for im, _ in loaded])):
-            cache.put(key, feats); extracted += 1
+            cache.put(key, {k: feats[k] for k in names})
+            extracted += 1
         bar.update(len(chunk))
-        bar.set_postfix(img_s=f"{bar.n / max(time.perf_counter() - start, 1e-9):.2f}", failed=len(failed))
+        img_s = bar.n / max(time.perf_counter() - start, 1e-9)
+        bar.set_postfix(img_s=f"{img_s:.2f}", failed=len(failed))
     bar.close()
-    summary = {'images': len(images), 'already_cached': cached, 'extracted': extracted, 'failed': failed,
-               'seconds': round(time.perf_counter() - start, 3), 'cache': str(cache.root)}
-    if failed: warnings.warn(f"precompute: {len(failed)} of {len(images)} images failed and were skipped, e.g. {failed[0]}")
+    seconds = time.perf_counter() - start
+    summary = {'images': len(images), 'already_cached': cached, 'extracted': extracted,
+               'failed': failed, 'seconds': round(seconds, 3),
+               'images_per_s': round(extracted / seconds, 3) if extracted else None,
+               'cache': str(cache.root), **space}
+    if failed:
+        warnings.warn(f"precompute: {len(failed)} of {len(images)} images failed and were skipped, "
+                      f"e.g. {failed[0]}")
     return summary

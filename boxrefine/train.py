@@ -8,12 +8,13 @@ from __future__ import annotations
 import copy
 import csv
 import io
-import json
 import math
+import os
 import random
+import tempfile
 import time
 import warnings
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Callable
 
@@ -23,26 +24,34 @@ import yaml
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
-from .boxes import paired_iou
-from .cache import atomic_write_bytes, atomic_write_json, atomic_write_text
-from .dist import barrier, is_main, reduce_sums, setup_distributed, shard_items, unwrap, wrap_ddp
+from .boxes import denormalize, paired_iou
+from .cache import (CacheStats, atomic_write_bytes, atomic_write_json, atomic_write_text, content_keys,
+                             dequantize, detect_caches, entry_layout)
+from .data import BoxRefinementDataset, EpochBatches, FeatureBatches
+from .dist import (DistContext, barrier, gather_objects, is_main, reduce_sums, setup_distributed,
+                            shard_items, unwrap, wrap_ddp)
+from .features import (FEATURE_NAMES, HQSAMFeatures, cache_for, extract_with_cache, precompute,
+                                stored_names)
+from .model import BoxRefiner, refiner_loss
 
 # %% auto #0
 __all__ = ['CONFIG_DEFAULTS', 'CONFIG_ALIASES', 'PRECISIONS', 'TrainConfig', 'resolve_precision', 'autocast', 'make_scaler',
            'rng_state', 'set_rng_state', 'save_checkpoint', 'load_checkpoint', 'NonFiniteLossError',
-           'write_metrics_csv', 'fit', 'stack_features', 'RefinerTask', 'plot_metrics', 'apply_modes', 'build_refiner',
-           'train_refiner', 'demo_config', 'run_demo', 'predict_refiner']
+           'write_metrics_csv', 'fit', 'default_workers', 'training_run', 'make_loader', 'finish_run', 'RefinerTask',
+           'plot_metrics', 'apply_modes', 'build_refiner', 'prepare_features', 'train_refiner', 'demo_config',
+           'run_demo', 'predict_refiner']
 
 # %% ../nbs/06_train.ipynb #9eba83ab
 CONFIG_DEFAULTS = {
     'data': {'train_ann': None, 'train_img': None, 'val_ann': None, 'val_img': None, 'sample_ratio': 1.0,
              'noise_scale': 0.4, 'max_images': None},
     'training': {'batch_size': 8, 'learning_rate': 1e-3, 'weight_decay': 1e-4, 'num_epochs': 10, 'use_amp': False,
-                 'precision': None, 'grad_clip': 1.0, 'seed': 0, 'num_workers': 0, 'l1_weight': 1.0, 'iou_weight': 2.0},
+                 'precision': None, 'grad_clip': 1.0, 'seed': 0, 'num_workers': None,
+                 'feature_batch_size': 4, 'l1_weight': 1.0, 'iou_weight': 2.0},
     'hqsam': {'checkpoint': None, 'model_type': 'vit_tiny', 'device': 'cpu', 'allow_random_init': False, 'seed': 0},
     'model': {'steps': 3, 'context': 2.0, 'hidden': 256, 'use_interm': True, 'use_pixels': True},
     'optimization': {'feature_cache': {'enabled': True, 'cache_dir': 'feature_cache', 'auto_detect': True,
-                                       'storage_dtype': 'float16'}},
+                                       'storage_dtype': 'float16', 'force': False}},
     'output': {'dir': 'runs/refiner'},
 }
 CONFIG_ALIASES = {'hqsam.checkpoint_path': 'hqsam.checkpoint'}
@@ -62,7 +71,9 @@ def _merge(defaults: dict, given: dict, where: str = '') -> dict:
 
 class TrainConfig(dict):
     "A validated, complete training configuration (a nested dict with attribute access to its sections)."
-    __getattr__ = dict.__getitem__
+    def __getattr__(self, name):
+        try: return self[name]
+        except KeyError: raise AttributeError(name) from None
     @classmethod
     def load(cls, source=None, **overrides) -> 'TrainConfig':
         "From a YAML file, a dict, or None (the defaults); `overrides` are whole sections merged on top."
@@ -128,123 +139,203 @@ def _set_epoch(loader, epoch: int):
         if hasattr(obj, 'set_epoch'): obj.set_epoch(epoch)
 
 def write_metrics_csv(path, rows: list[dict]) -> Path:
-    "All metric rows as CSV, written atomically (the columns are the union of the rows' keys, in order)."
+    "All metric rows as CSV, written atomically (columns: the union of the rows' keys, in order)."
     cols = list(dict.fromkeys(k for r in rows for k in r))
-    buf = io.StringIO(); w = csv.DictWriter(buf, cols); w.writeheader(); w.writerows(rows)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, cols)
+    writer.writeheader()
+    writer.writerows(rows)
     return atomic_write_text(path, buf.getvalue())
 
-def fit(model: torch.nn.Module, train_step: Callable, validate: Callable | None, train_loader, optimizer, epochs: int,
-        out_dir, precision: str = 'auto', device='cpu', grad_clip: float | None = 1.0, resume=None,
-        config: dict | None = None, score_key: str | None = None, higher_is_better: bool = True,
-        epoch_stats: Callable[[], dict] | None = None, on_step: Callable | None = None, on_epoch: Callable | None = None,
-        extra_state: dict | None = None, progress: bool = True, desc: str = 'train') -> list[dict]:
-    "Train `model` (or its DDP wrapper) with the precision policy; checkpoints, metrics.csv and exact resume. Returns the metrics rows."
+def _describe(row: dict) -> str:
+    fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else f"{v}"
+    return ", ".join(f"{k} {fmt(v)}" for k, v in row.items() if k != 'epoch')
+
+# %% ../nbs/06_train.ipynb #065655e4
+def _resume(path, model, optimizer, scaler) -> tuple[list, float | None, int]:
+    "Load a checkpoint into the run's objects; its history, best score and next epoch."
+    ck = load_checkpoint(path)
+    unwrap(model).load_state_dict(ck['model'])
+    optimizer.load_state_dict(ck['optimizer'])
+    scaler.load_state_dict(ck['scaler'])
+    set_rng_state(ck['rng'])
+    return ck['history'], ck['best_score'], ck['epoch'] + 1
+
+def _train_epoch(task, loader, optimizer, scaler, *, epoch, epochs, precision, device, grad_clip,
+                 on_step, progress, desc) -> dict:
+    "One epoch of `task.train_step`: mean logs, images/s, and how long the loop waited for data."
+    model = task.model
+    model.train()
+    t0, data_s, sums, n_seen = time.perf_counter(), 0.0, {}, 0
+    bar = tqdm(loader, desc=f"{desc} {epoch}/{epochs}", disable=not progress, leave=False)
+    waited_since = time.perf_counter()
+    for step, batch in enumerate(bar, 1):
+        data_s += time.perf_counter() - waited_since
+        with autocast(precision, device):
+            loss, logs, n, ids = task.train_step(batch)
+        if not torch.isfinite(loss.detach()).all():
+            raise NonFiniteLossError(f"non-finite loss {loss.item()} at epoch {epoch}, step {step}; "
+                                     f"batch image ids: {ids}")
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if grad_clip:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        n_seen += n
+        for k, v in {'loss': loss.item(), **logs}.items(): sums[k] = sums.get(k, 0.0) + float(v) * n
+        elapsed = time.perf_counter() - t0
+        bar.set_postfix({**{k: f"{v / n_seen:.4f}" for k, v in sums.items()},
+                         'img/s': f"{n_seen / elapsed:.1f}", 'data': f"{data_s / elapsed:.0%}"})
+        if on_step: on_step({'epoch': epoch, 'step': step, 'loss': loss.item(), **logs})
+        waited_since = time.perf_counter()
+    bar.close()
+    train_s = time.perf_counter() - t0
+    return {**{f"train_{k}": v / max(n_seen, 1) for k, v in sums.items()},
+            'images_per_s': n_seen / train_s, 'data_s': data_s, 'data_fraction': data_s / train_s,
+            'lr': optimizer.param_groups[0]['lr']}
+
+def fit(task, loader, optimizer, *, epochs: int, out_dir, precision: str = 'auto', device='cpu',
+        grad_clip: float | None = 1.0, resume=None, config: dict | None = None,
+        score_key: str | None = None, higher_is_better: bool = True, on_step: Callable | None = None,
+        on_epoch: Callable | None = None, extra_state: dict | None = None, progress: bool = True,
+        desc: str = 'train') -> list[dict]:
+    "Train `task.model` with `task.train_step` (and `validate`, `epoch_stats`); the metrics rows."
     out_dir, device, main = Path(out_dir), torch.device(device), is_main()
     progress = progress and main                      # one process writes logs, checkpoints and metrics
     if main: out_dir.mkdir(parents=True, exist_ok=True)
     precision = resolve_precision(precision, device)
     scaler = make_scaler(precision, device)
+    model, validate = task.model, getattr(task, 'validate', None)
     history, best, start = [], None, 1
     if resume is not None:
-        ck = load_checkpoint(resume)
-        unwrap(model).load_state_dict(ck['model']); optimizer.load_state_dict(ck['optimizer']); scaler.load_state_dict(ck['scaler'])
-        history, best, start = ck['history'], ck['best_score'], ck['epoch'] + 1
-        set_rng_state(ck['rng'])
-        if main: print(f"resumed from {resume} at epoch {ck['epoch']} (best {score_key} {best})")
+        history, best, start = _resume(resume, model, optimizer, scaler)
+        if main: print(f"resumed from {resume} at epoch {start - 1} (best {score_key} {best})")
     for epoch in range(start, epochs + 1):
-        _set_epoch(train_loader, epoch)
-        model.train()
-        t0, sums, n_seen = time.perf_counter(), {}, 0
-        bar = tqdm(train_loader, desc=f"{desc} {epoch}/{epochs}", disable=not progress, leave=False)
-        for step, batch in enumerate(bar, 1):
-            with autocast(precision, device):
-                loss, logs, n, ids = train_step(batch)
-            if not torch.isfinite(loss.detach()).all():
-                raise NonFiniteLossError(f"non-finite loss {loss.item()} at epoch {epoch}, step {step}; batch image ids: {ids}")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if grad_clip:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-            scaler.step(optimizer); scaler.update()
-            n_seen += n
-            for k, v in {'loss': loss.item(), **logs}.items(): sums[k] = sums.get(k, 0.0) + float(v) * n
-            img_s = n_seen / (time.perf_counter() - t0)
-            bar.set_postfix({**{k: f"{v / n_seen:.4f}" for k, v in sums.items()}, 'img/s': f"{img_s:.1f}"})
-            if on_step and main: on_step({'epoch': epoch, 'step': step, 'loss': loss.item(), **logs})
-        bar.close()
-        train_s = time.perf_counter() - t0
-        row = {'epoch': epoch, **{f"train_{k}": v / max(n_seen, 1) for k, v in sums.items()},
-               'images_per_s': n_seen / train_s, 'lr': optimizer.param_groups[0]['lr']}
+        _set_epoch(loader, epoch)
+        t0 = time.perf_counter()
+        row = {'epoch': epoch, **_train_epoch(
+            task, loader, optimizer, scaler, epoch=epoch, epochs=epochs, precision=precision,
+            device=device, grad_clip=grad_clip, on_step=on_step if main else None,
+            progress=progress, desc=desc)}
         if validate is not None:
             model.eval()
             with torch.inference_mode(), autocast(precision, device):
                 row.update({f"val_{k}": v for k, v in validate().items()})
         row['epoch_s'] = time.perf_counter() - t0
-        if epoch_stats: row.update(epoch_stats())
+        if hasattr(task, 'epoch_stats'): row.update(task.epoch_stats())
         history.append(row)
         score = row.get(score_key) if score_key else None
         improved = score is not None and (best is None or (score > best if higher_is_better else score < best))
         if improved: best = score
-        state = dict(model=unwrap(model).state_dict(), optimizer=optimizer.state_dict(), scaler=scaler.state_dict(), epoch=epoch,
-                     rng=rng_state(), config=config, best_score=best, history=history, precision=precision, **(extra_state or {}))
         if main:
+            state = dict(model=unwrap(model).state_dict(), optimizer=optimizer.state_dict(),
+                         scaler=scaler.state_dict(), epoch=epoch, rng=rng_state(), config=config,
+                         best_score=best, history=history, precision=precision, **(extra_state or {}))
             save_checkpoint(out_dir / 'last.pt', **state)
             if improved: save_checkpoint(out_dir / 'best.pt', **state)
             write_metrics_csv(out_dir / 'metrics.csv', history)
         if on_epoch and main: on_epoch(row)
-        if progress:
-            print(f"epoch {epoch}: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items() if k != 'epoch'))
+        if progress: print(f"epoch {epoch}: {_describe(row)}")
     return history
 
+# %% ../nbs/06_train.ipynb #ab3355db
+def default_workers(world: int = 1) -> int:
+    "DataLoader worker processes per training process: the CPUs shared among processes, 1 to 8."
+    return max(1, min(8, (os.cpu_count() or 1) // world))
+
+@contextmanager
+def training_run(device='cpu', *, seed: int = 0, resume=None):
+    "Check `resume`, seed every generator, join torchrun's process group (left at the end)."
+    if resume is not None and not Path(resume).is_file():
+        raise FileNotFoundError(f"checkpoint not found: {resume}")
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    ctx = setup_distributed(device)
+    try: yield ctx
+    finally: ctx.teardown()
+
+def make_loader(dataset, ctx: DistContext, *, batch_size: int, train: bool = True, seed: int = 0,
+                collate_fn=None, num_workers: int | None = None, batched: bool = False) -> DataLoader:
+    "This process's loader: a distributed shuffle to train, a strided shard to validate."
+    workers = default_workers(ctx.world) if num_workers is None else num_workers
+    if train: sampler = DistributedSampler(dataset, ctx.world, ctx.rank, shuffle=True, seed=seed)
+    else: sampler = shard_items(range(len(dataset)), ctx.rank, ctx.world)
+    common = dict(num_workers=workers, pin_memory=ctx.device.type == 'cuda',
+                  persistent_workers=workers > 0, prefetch_factor=4 if workers else None)
+    if batched:      # the dataset reads whole batches (`FeatureBatches`)
+        return DataLoader(dataset, sampler=EpochBatches(sampler, batch_size), batch_size=None, **common)
+    return DataLoader(dataset, batch_size, sampler=sampler, collate_fn=collate_fn, **common)
+
+def finish_run(ctx: DistContext, out_dir, report: dict, summary: str) -> dict:
+    "On the main process: write `report.json` and `loss_curve.png`, and print `summary`."
+    if ctx.is_main:
+        plot_metrics(Path(out_dir) / 'metrics.csv')
+        atomic_write_json(Path(out_dir) / 'report.json', report)
+        print(summary)
+    return report
+
 # %% ../nbs/06_train.ipynb #3aaae35f
-def stack_features(feats: list[dict]) -> dict[str, torch.Tensor]:
-    return {k: torch.stack([f[k] for f in feats]) for k in feats[0]}
-
 class RefinerTask:
-    "Features through the cache, the refiner, its loss, and validation IoUs."
-    def __init__(self, model, extractor, train_cache, val_cache, device='cpu', loss_kwargs: dict | None = None,
-                 feature_batch: int = 4):
-        self.model, self.extractor, self.device = model, extractor, torch.device(device)
-        self.caches = {'train': train_cache, 'val': val_cache}
-        self.loss_kwargs, self.feature_batch = loss_kwargs or {}, feature_batch
-        self.val_loader = None
+    "The refiner, its loss and validation on `FeatureBatches` (features read by the loader's workers)."
+    def __init__(self, model, extractor, caches: dict, *, device='cpu', loss_kwargs: dict | None = None,
+                 val_loader=None, names=FEATURE_NAMES):
+        self.model, self.extractor, self.caches, self.names = model, extractor, caches, names
+        self.device, self.loss_kwargs, self.val_loader = torch.device(device), loss_kwargs or {}, val_loader
+        self.stats = {split: CacheStats() for split in caches}
 
-    def features(self, files: list[str], split: str) -> dict[str, torch.Tensor]:
-        from boxrefine.features import extract_with_cache
-        return stack_features(extract_with_cache(self.extractor, self.caches[split], files, self.feature_batch, self.device))
+    def features(self, batch: dict, split: str) -> dict[str, torch.Tensor]:
+        "The batch's features on the device, converted there to float32."
+        self.stats[split] += CacheStats(**batch['cache_stats'])
+        if batch['missing']: self._refill(batch, split)
+        moved = {k: v.to(self.device, non_blocking=True) for k, v in batch['features'].items()}
+        return dequantize(moved, torch.float32)
+
+    def _refill(self, batch: dict, split: str):
+        "Extract, here, the entries a worker found missing or corrupt, and put them in the batch."
+        cache, idx = self.caches[split], batch['missing']
+        files, keys = [batch['file'][i] for i in idx], [batch['keys'][i] for i in idx]
+        extract_with_cache(self.extractor, cache, files, keys=keys, names=self.names)
+        layout = {k: (v.dtype, tuple(v.shape[1:])) for k, v in batch['features'].items()}
+        got, still = cache.read_batch(keys, layout)
+        if still: raise RuntimeError(f"cache entries of {[files[j] for j in still]} cannot be read back")
+        for name, v in got.items(): batch['features'][name][idx] = v
+
+    def refine(self, batch: dict, split: str) -> list[torch.Tensor]:
+        "The refined boxes after each step, for a batch of `split`."
+        to = lambda t: t.to(self.device, non_blocking=True)
+        return self.model(self.features(batch, split), to(batch['noisy']), to(batch['batch_idx']))
 
     def train_step(self, batch: dict):
-        from boxrefine.model import refiner_loss
-        feats = self.features(batch['file'], 'train')
-        outs = self.model(feats, batch['noisy'].to(self.device), batch['batch_idx'].to(self.device))
+        outs = self.refine(batch, 'train')
         loss, last = refiner_loss(outs, batch['boxes'].to(self.device), **self.loss_kwargs)
-        stats = self.caches['train'].stats if self.caches['train'] is not None else None
-        logs = {'l1': last.l1.item(), 'iou': last.iou.item(), **({'hit': stats.hit_rate} if stats else {})}
+        logs = {'l1': last.l1.item(), 'iou': last.iou.item(), 'hit': self.stats['train'].hit_rate}
         return loss, logs, len(batch['file']), batch['image_id']
 
     def validate(self) -> dict:
-        "Mean IoUs over the validation images; under torchrun each process takes a shard and the sums are reduced."
+        "Mean IoUs over the validation images (under torchrun: this process's shard, then reduced)."
         noisy_iou, refined_iou = [torch.zeros(0, device=self.device)], [torch.zeros(0, device=self.device)]
-        model = unwrap(self.model)
         for batch in self.val_loader:
-            feats = self.features(batch['file'], 'val')
-            refined = model(feats, batch['noisy'].to(self.device), batch['batch_idx'].to(self.device))[-1].float()
-            gt = batch['boxes'].to(self.device)
-            noisy_iou.append(paired_iou(batch['noisy'].to(self.device), gt)); refined_iou.append(paired_iou(refined, gt))
+            refined = self.refine(batch, 'val')[-1].float()
+            gt, noisy = batch['boxes'].to(self.device), batch['noisy'].to(self.device)
+            noisy_iou.append(paired_iou(noisy, gt))
+            refined_iou.append(paired_iou(refined, gt))
         n, r = torch.cat(noisy_iou), torch.cat(refined_iou)
-        s = reduce_sums({'noisy': n.sum().item(), 'refined': r.sum().item(), 'improved': (r > n).sum().item(), 'boxes': len(n)})
+        s = reduce_sums({'noisy': n.sum().item(), 'refined': r.sum().item(),
+                         'improved': (r > n).sum().item(), 'boxes': len(n)})
         return {'noisy_iou': s['noisy'] / s['boxes'], 'refined_iou': s['refined'] / s['boxes'],
-                'iou_gain': (s['refined'] - s['noisy']) / s['boxes'], 'improved_fraction': s['improved'] / s['boxes']}
+                'iou_gain': (s['refined'] - s['noisy']) / s['boxes'],
+                'improved_fraction': s['improved'] / s['boxes']}
 
     def epoch_stats(self) -> dict:
-        "This epoch's cache hit rate (train and validation lookups together); resets the counts."
-        caches = [c for c in self.caches.values() if c is not None]
-        if not caches: return {}
-        total = sum((c.stats for c in caches[1:]), caches[0].stats)
-        for c in caches: c.stats.reset()
-        s = reduce_sums({'hits': total.hits, 'lookups': total.lookups, 'corrupt': total.corrupt})   # all processes
-        return {'cache_hit_rate': s['hits'] / s['lookups'] if s['lookups'] else 0.0, 'cache_corrupt': int(s['corrupt'])}
+        "This epoch's cache hit rate (train and validation reads, all processes); resets the counts."
+        total = sum(self.stats.values(), CacheStats())
+        for s in self.stats.values(): s.reset()
+        s = reduce_sums({'hits': total.hits, 'lookups': total.lookups, 'corrupt': total.corrupt})
+        return {'cache_hit_rate': s['hits'] / s['lookups'] if s['lookups'] else 0.0,
+                'cache_corrupt': int(s['corrupt'])}
 
 # %% ../nbs/06_train.ipynb #b38efb0c
 def plot_metrics(metrics_csv, png=None):
@@ -284,75 +375,116 @@ def apply_modes(cfg: TrainConfig, fast: bool = False, debug: bool = False) -> Tr
     for c in changes: print(f"{'--fast' if fast else '--debug'}: {c}" if not (fast and debug) else f"mode: {c}")
     return cfg
 
+# %% ../nbs/06_train.ipynb #a36cdd77
 def build_refiner(cfg: TrainConfig, clear_cache: bool = False, verbose: bool = True, device=None):
-    "The encoder, its feature caches (train, val) and a `BoxRefiner` on the encoder's device, as `cfg` says."
-    from boxrefine.cache import detect_caches
-    from boxrefine.features import HQSAMFeatures, cache_for
-    from boxrefine.model import BoxRefiner
+    "The encoder, its feature caches (train, val) and a `BoxRefiner` on the encoder's device."
     h, m, fc = cfg['hqsam'], cfg['model'], cfg['optimization']['feature_cache']
     device = torch.device(device or h['device'])
-    extractor = HQSAMFeatures(h['model_type'], h['checkpoint'], h['allow_random_init'], h['seed'], device)
-    caches = {'train': None, 'val': None}
-    if fc['enabled']:
-        if fc['auto_detect'] and verbose and is_main():
-            found = [c for c in detect_caches(fc['cache_dir']) if c['fingerprint'] == extractor.fingerprint(getattr(torch, fc['storage_dtype']))]
-            print(f"feature cache {fc['cache_dir']}: " + (", ".join(f"{c['split']} {c['entries']} entries" for c in found) or "no entries yet for " + extractor.fingerprint()))
-        caches = {s: cache_for(extractor, fc['cache_dir'], s, getattr(torch, fc['storage_dtype'])) for s in caches}
-        if clear_cache and is_main():
-            for c in caches.values(): c.clear()
-            print("cleared the feature cache for", extractor.fingerprint())
-        barrier()
-    model = BoxRefiner(interm_dim=extractor.sam.mask_decoder.compress_vit_feat[0].in_channels, steps=m['steps'],
-                       context=m['context'], hidden=m['hidden'], use_interm=m['use_interm'], use_pixels=m['use_pixels']).to(device)
+    extractor = HQSAMFeatures(h['model_type'], h['checkpoint'], allow_random_init=h['allow_random_init'],
+                              seed=h['seed'], device=device)
+    names, dtype = stored_names(m['use_interm']), getattr(torch, fc['storage_dtype'])
+    cache_dir = fc['cache_dir'] if fc['enabled'] else tempfile.mkdtemp(prefix='boxrefine-features-')
+    caches = {s: cache_for(extractor, cache_dir, s, dtype, names) for s in ('train', 'val')}
+    if fc['auto_detect'] and verbose and is_main():
+        found = [c for c in detect_caches(cache_dir) if c['fingerprint'] == caches['train'].fingerprint]
+        print(f"feature cache {cache_dir}: " + (", ".join(f"{c['split']} {c['entries']} entries" for c in found)
+                                               or f"no entries yet for {caches['train'].fingerprint}"))
+    if clear_cache and is_main():
+        for c in caches.values(): c.clear()
+        print("cleared the feature cache for", caches['train'].fingerprint)
+    barrier()
+    model = BoxRefiner(interm_dim=extractor.interm_dim, **m).to(device)
     return extractor, caches, model
 
-def train_refiner(cfg: TrainConfig, out_dir=None, resume=None, clear_cache: bool = False, progress: bool = True,
-                  on_epoch: Callable | None = None) -> dict:
+def prepare_features(extractor, caches: dict, datasets: dict, ctx: DistContext, *, batch_size: int,
+                     names=FEATURE_NAMES, force: bool = False, progress: bool = True) -> dict:
+    "Content keys (from the index), precompute of what is missing (sharded), failures dropped; a summary."
+    summary = {'precompute_s': 0.0, 'extracted': 0, 'failed': []}
+    index = next(iter(caches.values())).cache_dir / 'keys.json'
+    for split, ds in datasets.items():
+        cache, files = caches[split], [r['file'] for r in ds.records]
+        ds.keys = content_keys(files, index)
+        mine = shard_items(range(len(files)), ctx.rank, ctx.world)
+        got = precompute(extractor, cache, [files[i] for i in mine], batch_size, progress and ctx.is_main,
+                         keys=[ds.keys[i] for i in mine], names=names, force=force)
+        barrier()
+        summary['precompute_s'] += got['seconds']
+        summary['extracted'] += int(reduce_sums({'n': got['extracted']})['n'])
+        failed = {f['image'] for part in gather_objects(got['failed']) for f in part}
+        keep = [i for i, f in enumerate(files) if str(f) not in failed]
+        ds.records, ds.keys = [ds.records[i] for i in keep], [ds.keys[i] for i in keep]
+        if not ds.records: raise ValueError(f"no {split} image could be read: {sorted(failed)[:3]} ...")
+        summary['failed'] += sorted(failed)
+    first = next(iter(datasets))
+    summary['layout'] = entry_layout(caches[first].path_for(datasets[first].keys[0]))
+    return summary
+
+# %% ../nbs/06_train.ipynb #0cea3df9
+def _refiner_report(rows: list[dict], prep: dict, datasets: dict, *, extractor, precision, device,
+                    processes: int) -> dict:
+    "What a refiner run measured: IoUs, precompute and epoch times, hit rates, data."
+    last, epoch_s = rows[-1], float(np.median([r['epoch_s'] for r in rows]))
+    cold = prep['precompute_s'] + epoch_s if prep['extracted'] else None   # an epoch that extracts
+    train = datasets['train'].report
+    return {'noisy_iou': last['val_noisy_iou'], 'refined_iou': last['val_refined_iou'],
+            'iou_gain': last['val_iou_gain'], 'improved_fraction': last['val_improved_fraction'],
+            'best_refined_iou': max(r['val_refined_iou'] for r in rows),
+            'precompute_s': prep['precompute_s'], 'precompute_images': prep['extracted'],
+            'precompute_failed': prep['failed'], 'warm_epoch_s': epoch_s, 'cold_epoch_s': cold,
+            'warm_vs_cold_speedup': cold / epoch_s if cold else None,
+            'data_fraction': float(np.median([r['data_fraction'] for r in rows])),
+            'images_per_s': float(np.median([r['images_per_s'] for r in rows])),
+            'cache_hit_rate_by_epoch': [r.get('cache_hit_rate') for r in rows], 'epochs': len(rows),
+            'train_images': len(datasets['train']), 'val_images': len(datasets['val']),
+            'random_init': extractor.random_init, 'fingerprint': extractor.fingerprint(),
+            'precision': precision, 'device': str(device), 'processes': processes,
+            'data_report': {'train': {k: v for k, v in train.items() if k != 'missing_images'},
+                            'missing_images': sum((d.report['missing_images'] for d in datasets.values()), [])}}
+
+def _refiner_datasets(cfg: TrainConfig, verbose: bool = True) -> dict:
+    d, t = cfg['data'], cfg['training']
+    common = dict(noise_scale=d['noise_scale'], seed=t['seed'], max_images=d['max_images'], verbose=verbose)
+    return {'train': BoxRefinementDataset(d['train_ann'], d['train_img'], train=True,
+                                          sample_ratio=d['sample_ratio'], **common),
+            'val': BoxRefinementDataset(d['val_ann'], d['val_img'], train=False, **common)}
+
+def train_refiner(cfg: TrainConfig, out_dir=None, resume=None, clear_cache: bool = False,
+                  progress: bool = True, on_epoch: Callable | None = None) -> dict:
     "Train a `BoxRefiner` as `cfg` says; returns (and writes) the run's report."
-    from boxrefine.data import BoxRefinementDataset, collate_boxes
-    d, t, h = cfg['data'], cfg['training'], cfg['hqsam']
+    d, t, fc = cfg['data'], cfg['training'], cfg['optimization']['feature_cache']
     out_dir = Path(out_dir or cfg['output']['dir'])
     for k in ('train_ann', 'train_img', 'val_ann', 'val_img'):
         if not d[k]: raise ValueError(f"config data.{k} is required")
-    if resume is not None and not Path(resume).is_file(): raise FileNotFoundError(f"checkpoint not found: {resume}")
-    torch.manual_seed(t['seed']); random.seed(t['seed']); np.random.seed(t['seed'] % 2**32)
-    ctx = setup_distributed(h['device'])
-    extractor, caches, model = build_refiner(cfg, clear_cache, device=ctx.device)
-    device = extractor.device
-    train_ds = BoxRefinementDataset(d['train_ann'], d['train_img'], True, d['noise_scale'], t['seed'], d['sample_ratio'], d['max_images'], ctx.is_main)
-    val_ds = BoxRefinementDataset(d['val_ann'], d['val_img'], False, d['noise_scale'], t['seed'], 1.0, d['max_images'], ctx.is_main)
-    loader = DataLoader(train_ds, t['batch_size'], sampler=DistributedSampler(train_ds, ctx.world, ctx.rank, shuffle=True, seed=t['seed']),
-                        collate_fn=collate_boxes, num_workers=t['num_workers'])
-    model = wrap_ddp(model, ctx)   # batch_size is per process; the global batch is batch_size x processes
-    task = RefinerTask(model, extractor, caches['train'], caches['val'], device,
-                       {'l1_weight': t['l1_weight'], 'iou_weight': t['iou_weight']})
-    val_shard = torch.utils.data.Subset(val_ds, shard_items(range(len(val_ds)), ctx.rank, ctx.world))
-    task.val_loader = DataLoader(val_shard, t['batch_size'], collate_fn=collate_boxes)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=t['learning_rate'], weight_decay=t['weight_decay'])
-    precision = resolve_precision(cfg.precision, device)
-    rows = fit(model, task.train_step, task.validate, loader, optimizer, t['num_epochs'], out_dir, precision, device,
-               t['grad_clip'], resume, dict(cfg), 'val_refined_iou', True, task.epoch_stats, None, on_epoch,
-               {'random_init': extractor.random_init, 'fingerprint': extractor.fingerprint()}, progress, 'refine')
-    last = rows[-1]
-    warm = [r['epoch_s'] for r in rows[1:]]
-    report = {'noisy_iou': last['val_noisy_iou'], 'refined_iou': last['val_refined_iou'], 'iou_gain': last['val_iou_gain'],
-              'improved_fraction': last['val_improved_fraction'], 'best_refined_iou': max(r['val_refined_iou'] for r in rows),
-              'cold_epoch_s': rows[0]['epoch_s'], 'warm_epoch_s': float(np.median(warm)) if warm else None,
-              'warm_vs_cold_speedup': rows[0]['epoch_s'] / float(np.median(warm)) if warm else None,
-              'cache_hit_rate_by_epoch': [r.get('cache_hit_rate') for r in rows], 'epochs': len(rows),
-              'train_images': len(train_ds), 'val_images': len(val_ds), 'random_init': extractor.random_init,
-              'fingerprint': extractor.fingerprint(), 'precision': precision, 'device': str(device),
-              'data_report': {'train': {k: v for k, v in train_ds.report.items() if k != 'missing_images'},
-                              'missing_images': train_ds.report['missing_images'] + val_ds.report['missing_images']}}
-    report['processes'], main = ctx.world, ctx.is_main
-    ctx.teardown()
-    if not main: return report
-    plot_metrics(out_dir / 'metrics.csv')
-    atomic_write_json(out_dir / 'report.json', report)
-    print(f"done: refined IoU {report['refined_iou']:.3f} vs noisy {report['noisy_iou']:.3f} "
-          f"({report['improved_fraction']:.0%} of boxes improved); warm epoch {report['warm_vs_cold_speedup'] or 0:.0f}x faster than cold; "
-          f"report in {out_dir / 'report.json'}")
-    return report
+    with training_run(cfg['hqsam']['device'], seed=t['seed'], resume=resume) as ctx:
+        extractor, caches, model = build_refiner(cfg, clear_cache, device=ctx.device)
+        device, names = extractor.device, stored_names(cfg['model']['use_interm'])
+        datasets = _refiner_datasets(cfg, verbose=ctx.is_main)
+        prep = prepare_features(extractor, caches, datasets, ctx, batch_size=t['feature_batch_size'],
+                                names=names, force=fc['force'], progress=progress)
+        batches = {s: FeatureBatches(ds, caches[s], ds.keys, prep['layout']) for s, ds in datasets.items()}
+        loader_args = dict(batch_size=t['batch_size'], seed=t['seed'], num_workers=t['num_workers'],
+                           batched=True)
+        loader = make_loader(batches['train'], ctx, **loader_args)
+        model = wrap_ddp(model, ctx)      # batch_size is per process; the global batch is x processes
+        task = RefinerTask(model, extractor, caches, device=device, names=names,
+                           loss_kwargs={'l1_weight': t['l1_weight'], 'iou_weight': t['iou_weight']},
+                           val_loader=make_loader(batches['val'], ctx, train=False, **loader_args))
+        optimizer = torch.optim.AdamW(model.parameters(), lr=t['learning_rate'], weight_decay=t['weight_decay'])
+        precision = resolve_precision(cfg.precision, device)
+        rows = fit(task, loader, optimizer, epochs=t['num_epochs'], out_dir=out_dir, precision=precision,
+                   device=device, grad_clip=t['grad_clip'], resume=resume, config=dict(cfg),
+                   score_key='val_refined_iou', on_epoch=on_epoch, progress=progress, desc='refine',
+                   extra_state={'random_init': extractor.random_init,
+                                'fingerprint': extractor.fingerprint()})
+        report = _refiner_report(rows, prep, datasets, extractor=extractor, precision=precision,
+                                 device=device, processes=ctx.world)
+        speed = f"{report['warm_vs_cold_speedup']:.0f}x" if report['warm_vs_cold_speedup'] else 'n/a'
+        summary = (f"done: refined IoU {report['refined_iou']:.3f} vs noisy {report['noisy_iou']:.3f} "
+                   f"({report['improved_fraction']:.0%} of boxes improved); precompute "
+                   f"{report['precompute_s']:.1f} s, warm epoch {report['warm_epoch_s']:.2f} s "
+                   f"(waiting for data {report['data_fraction']:.0%}), an epoch {speed} faster than "
+                   f"one that extracts; report in {out_dir / 'report.json'}")
+        return finish_run(ctx, out_dir, report, summary)
 
 # %% ../nbs/06_train.ipynb #1acd9e6b
 def demo_config(out_dir, n_train: int = 48, n_val: int = 16, epochs: int = 60, seed: int = 0) -> TrainConfig:
@@ -378,26 +510,30 @@ def run_demo(out_dir='boxrefine_demo', n_train: int = 48, n_val: int = 16, epoch
 
 # %% ../nbs/06_train.ipynb #8e389250
 @torch.inference_mode()
-def predict_refiner(run_dir, checkpoint: str = 'best.pt', split: str = 'val', max_images: int | None = None) -> list[dict]:
-    "Ground-truth, noisy (the split's fixed validation noise) and refined pixel boxes per image of a trained run."
-    from boxrefine.boxes import denormalize
-    from boxrefine.data import BoxRefinementDataset, collate_boxes
+def predict_refiner(run_dir, checkpoint: str = 'best.pt', split: str = 'val',
+                    max_images: int | None = None) -> list[dict]:
+    "Ground-truth, noisy (the split's fixed validation noise) and refined pixel boxes of a trained run."
     ck = load_checkpoint(Path(run_dir) / checkpoint)
-    cfg = TrainConfig(ck['config'])
+    cfg = TrainConfig.load(ck['config'])
     d, t = cfg['data'], cfg['training']
     with warnings.catch_warnings():
         warnings.filterwarnings('ignore', message='HQ-SAM .* is built WITHOUT')
         extractor, caches, model = build_refiner(cfg, verbose=False)
-    model.load_state_dict(ck['model']); model.eval()
-    ds = BoxRefinementDataset(d[f'{split}_ann'], d[f'{split}_img'], False, d['noise_scale'], t['seed'], 1.0, max_images, verbose=False)
-    task = RefinerTask(model, extractor, caches['train'], caches['val'], extractor.device)
+    model.load_state_dict(ck['model'])
+    model.eval()
+    ds = BoxRefinementDataset(d[f'{split}_ann'], d[f'{split}_img'], train=False, noise_scale=d['noise_scale'],
+                              seed=t['seed'], max_images=max_images, verbose=False)
+    names = stored_names(cfg['model']['use_interm'])
+    prep = prepare_features(extractor, {split: caches[split]}, {split: ds}, DistContext(device=extractor.device),
+                            batch_size=t['feature_batch_size'], names=names, progress=False)
+    task = RefinerTask(model, extractor, {split: caches[split]}, device=extractor.device, names=names)
+    batches = FeatureBatches(ds, caches[split], ds.keys, prep['layout'])
     records = []
-    for batch in DataLoader(ds, t['batch_size'], collate_fn=collate_boxes):
-        feats = task.features(batch['file'], 'val' if split == 'val' else 'train')
-        refined = model(feats, batch['noisy'].to(extractor.device), batch['batch_idx'].to(extractor.device))[-1].float().cpu()
+    for batch in DataLoader(batches, sampler=EpochBatches(range(len(ds)), t['batch_size']), batch_size=None):
+        refined = task.refine(batch, split)[-1].float().cpu()
         for j, (image_id, file, size) in enumerate(zip(batch['image_id'], batch['file'], batch['size'].tolist())):
-            sel = batch['batch_idx'] == j
-            px = lambda b: denormalize(b[sel], size).tolist()
+            px = lambda b: denormalize(b[batch['batch_idx'] == j], size).tolist()
             records.append({'image_id': image_id, 'name': Path(file).name, 'image': file, 'size': size,
-                            'ground truth': px(batch['boxes']), 'noisy': px(batch['noisy']), 'refined': px(refined)})
+                            'ground truth': px(batch['boxes']), 'noisy': px(batch['noisy']),
+                            'refined': px(refined)})
     return records
