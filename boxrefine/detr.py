@@ -26,8 +26,8 @@ from .features import load_image
 
 # %% auto #0
 __all__ = ['DETR_SIZES', 'COCO_STATS', 'COCO_BACKENDS', 'CategoryMap', 'make_processor', 'DetrDataset', 'collate_detr',
-           'build_detr', 'evaluate_detections', 'outputs_to_detections', 'evaluate', 'DetrTask', 'detr_optimizer',
-           'train_detr']
+           'build_detr', 'evaluate_detections', 'outputs_to_detections', 'evaluate', 'fp32_loss', 'DetrTask',
+           'detr_optimizer', 'train_detr']
 
 # %% ../nbs/07_detr.ipynb #1ec43028
 def _read_coco(coco) -> dict:
@@ -243,22 +243,44 @@ def evaluate(model, loader, gt, category_map: CategoryMap | None = None, process
     stats = evaluate_detections(gt, dets, backend, img_ids=img_ids)
     return (stats, dets) if return_detections else stats
 
+# %% ../nbs/07_detr.ipynb #6516ce5f
+def fp32_loss(loss_fn):
+    "`loss_fn` (a transformers DETR loss) run outside autocast on float32 copies of the outputs."
+    if getattr(loss_fn, 'fp32', False): return loss_fn
+    def loss(logits, labels, device, pred_boxes, config, outputs_class=None, outputs_coord=None,
+             **kwargs):
+        f32 = lambda t: None if t is None else t.float()
+        with torch.autocast(logits.device.type, enabled=False):
+            return loss_fn(f32(logits), labels, device, f32(pred_boxes), config,
+                           f32(outputs_class), f32(outputs_coord), **kwargs)
+    loss.fp32 = True
+    return loss
+
+
 # %% ../nbs/07_detr.ipynb #5ce17471
 class DetrTask:
     "The training step and COCO validation of a Deformable DETR model, for `boxrefine.train.fit`."
-    def __init__(self, model, device='cpu', val_loader=None, val_gt=None, score_threshold: float = 0.05, backend: str = 'faster'):
-        self.model, self.device, self.val_loader, self.val_gt = model, torch.device(device), val_loader, val_gt
+    def __init__(self, model, device='cpu', val_loader=None, val_gt=None,
+                 score_threshold: float = 0.05, backend: str = 'faster'):
+        self.model, self.device = model, torch.device(device)
+        self.val_loader, self.val_gt = val_loader, val_gt
         self.score_threshold, self.backend = score_threshold, backend
+        core = getattr(model, 'module', model)                  # under DDP
+        core.loss_function = fp32_loss(core.loss_function)      # matcher + loss in float32
 
     def train_step(self, batch: dict):
         labels = [{k: v.to(self.device) for k, v in l.items()} for l in batch['labels']]
-        out = self.model(pixel_values=batch['pixel_values'].to(self.device), pixel_mask=batch['pixel_mask'].to(self.device), labels=labels)
-        logs = {k.removeprefix('loss_'): v.item() for k, v in out.loss_dict.items() if k in ('loss_ce', 'loss_bbox', 'loss_giou')}
+        pixels = batch['pixel_values'].to(self.device)
+        out = self.model(pixel_values=pixels, pixel_mask=batch['pixel_mask'].to(self.device),
+                         labels=labels)
+        parts = ('loss_ce', 'loss_bbox', 'loss_giou')
+        logs = {k.removeprefix('loss_'): v.item() for k, v in out.loss_dict.items() if k in parts}
         return out.loss, logs, len(labels), [int(l['image_id']) for l in batch['labels']]
 
     def validate(self) -> dict:
-        return evaluate(self.model, self.val_loader, self.val_gt, score_threshold=self.score_threshold,
-                        backend=self.backend, device=self.device)
+        return evaluate(self.model, self.val_loader, self.val_gt,
+                        score_threshold=self.score_threshold, backend=self.backend,
+                        device=self.device)
 
 def detr_optimizer(model, lr: float = 2e-4, lr_backbone: float | None = None, weight_decay: float = 1e-4):
     "AdamW with the backbone at `lr_backbone` (default `lr / 10`)."
@@ -268,55 +290,59 @@ def detr_optimizer(model, lr: float = 2e-4, lr_backbone: float | None = None, we
                              lr=lr, weight_decay=weight_decay)
 
 # %% ../nbs/07_detr.ipynb #61ad530a
-def train_detr(train_img, train_ann, val_img=None, val_ann=None, output_dir='runs/detr', num_epochs: int = 50,
-               batch_size: int = 2, num_workers: int = 0, lr: float = 2e-4, lr_backbone: float | None = None,
-               weight_decay: float = 1e-4, precision: str = 'auto', pretrained=None, allow_random_init: bool = False,
-               offline: bool = True, size: str = 'base', image_size: tuple[int, int] = (800, 1333),
-               score_threshold: float = 0.05, subset: int | None = None, backend: str = 'faster', resume=None,
-               device='cpu', seed: int = 0, grad_clip: float | None = 0.1, progress: bool = True,
-               on_step=None, on_epoch=None) -> dict:
-    "Train Deformable DETR on COCO-format data, evaluating after each epoch; writes checkpoints, metrics.csv and report.json."
+def _detr_report(rows: list[dict], *, train_ds, weights: dict, precision: str, device, config: dict,
+                 processes: int) -> dict:
+    best = max((r.get('val_AP', -1) for r in rows), default=None)
+    return {'epochs': len(rows), 'processes': processes, 'final': rows[-1], 'best_AP': best,
+            'train_images': len(train_ds), 'data_report': train_ds.report, 'random_init': weights['random_init'],
+            'pretrained': weights['pretrained'], 'precision': precision, 'device': str(device), 'config': config,
+            'data_fraction': float(np.median([r['data_fraction'] for r in rows]))}
+
+def train_detr(train_img, train_ann, *, val_img=None, val_ann=None, output_dir='runs/detr', num_epochs: int = 50,
+               batch_size: int = 2, num_workers: int | None = None, lr: float = 2e-4,
+               lr_backbone: float | None = None, weight_decay: float = 1e-4, precision: str = 'auto',
+               pretrained=None, allow_random_init: bool = False, offline: bool = True, size: str = 'base',
+               image_size: tuple[int, int] = (800, 1333), score_threshold: float = 0.05,
+               subset: int | None = None, backend: str = 'faster', resume=None, device='cpu', seed: int = 0,
+               grad_clip: float | None = 0.1, progress: bool = True, on_step=None, on_epoch=None) -> dict:
+    "Train Deformable DETR on COCO-format data, evaluating each epoch; checkpoints, metrics.csv, report.json."
     # on_step / on_epoch: callbacks of `fit`, e.g. a `boxrefine.viz.LossCurve`'s
-    from boxrefine.dist import setup_distributed, shard_items, wrap_ddp
-    from boxrefine.train import fit, plot_metrics, resolve_precision
-    if resume is not None and not Path(resume).is_file(): raise FileNotFoundError(f"checkpoint not found: {resume}")
+    from boxrefine.dist import unwrap, wrap_ddp
+    from boxrefine.train import finish_run, fit, make_loader, resolve_precision, training_run
     if (val_img is None) != (val_ann is None): raise ValueError("give both --val-img and --val-ann, or neither")
-    torch.manual_seed(seed)
-    ctx = setup_distributed(device)                  # under torchrun: one process per GPU (or CPU, gloo)
-    out_dir, device = Path(output_dir), ctx.device
-    processor = make_processor(*image_size, pretrained=pretrained)
-    train_ds = DetrDataset(train_ann, train_img, processor, subset=subset, verbose=ctx.is_main)
-    cmap = train_ds.category_map
-    model, weights = build_detr(cmap, pretrained, allow_random_init, offline, size, seed)
-    model = wrap_ddp(model.to(device), ctx)          # batch_size is per process
-    sampler = torch.utils.data.DistributedSampler(train_ds, ctx.world, ctx.rank, shuffle=True, seed=seed)
-    loader = DataLoader(train_ds, batch_size, sampler=sampler, collate_fn=collate_detr, num_workers=num_workers)
-    task = DetrTask(model, device, score_threshold=score_threshold, backend=backend)
-    if val_ann is not None:
-        val_ds = DetrDataset(val_ann, val_img, processor, cmap, subset=subset, verbose=ctx.is_main)
-        val_shard = torch.utils.data.Subset(val_ds, shard_items(range(len(val_ds)), ctx.rank, ctx.world))
-        task.val_loader = DataLoader(val_shard, batch_size, collate_fn=collate_detr, num_workers=num_workers)
-        task.val_gt = val_ds.coco
-    optimizer = detr_optimizer(model, lr, lr_backbone, weight_decay)
-    precision = resolve_precision(precision, device)
     config = {'train_img': str(train_img), 'train_ann': str(train_ann), 'val_img': val_img and str(val_img),
               'val_ann': val_ann and str(val_ann), 'num_epochs': num_epochs, 'batch_size': batch_size, 'lr': lr,
-              'lr_backbone': lr_backbone, 'weight_decay': weight_decay, 'size': size, 'image_size': list(image_size),
-              'score_threshold': score_threshold, 'subset': subset, 'seed': seed, 'pretrained': pretrained and str(pretrained)}
-    extra = {'random_init': weights['random_init'], 'categories': {'cat_ids': list(cmap.cat_ids), 'names': list(cmap.names)},
-             'model_config': getattr(model, 'module', model).config.to_dict()}
-    rows = fit(model, task.train_step, task.validate if task.val_loader else None, loader, optimizer, num_epochs, out_dir,
-               precision, device, grad_clip, resume, config, 'val_AP' if task.val_loader else None, True,
-               lambda: {'random_init': weights['random_init']}, on_step, on_epoch, extra, progress, 'detr')
-    report = {'epochs': len(rows), 'processes': ctx.world, 'final': rows[-1], 'best_AP': max((r.get('val_AP', -1) for r in rows), default=None),
-              'train_images': len(train_ds), 'data_report': train_ds.report, 'random_init': weights['random_init'],
-              'pretrained': weights['pretrained'], 'precision': precision, 'device': str(device), 'config': config}
-    main = ctx.is_main
-    ctx.teardown()
-    if not main: return report
-    plot_metrics(out_dir / 'metrics.csv')
-    atomic_write_json(out_dir / 'report.json', report)
-    print(f"done: {len(rows)} epochs, final train loss {rows[-1]['train_loss']:.4f}"
-          + (f", val AP {rows[-1]['val_AP']:.4f} (best {report['best_AP']:.4f})" if 'val_AP' in rows[-1] else '')
-          + f"; report in {out_dir / 'report.json'}")
-    return report
+              'lr_backbone': lr_backbone, 'weight_decay': weight_decay, 'size': size,
+              'image_size': list(image_size), 'score_threshold': score_threshold, 'subset': subset, 'seed': seed,
+              'pretrained': pretrained and str(pretrained)}
+    out_dir = Path(output_dir)
+    with training_run(device, seed=seed, resume=resume) as ctx:   # under torchrun: one process per GPU
+        processor = make_processor(*image_size, pretrained=pretrained)
+        train_ds = DetrDataset(train_ann, train_img, processor, subset=subset, verbose=ctx.is_main)
+        cmap = train_ds.category_map
+        model, weights = build_detr(cmap, pretrained, allow_random_init, offline, size, seed)
+        model = wrap_ddp(model.to(ctx.device), ctx)            # batch_size is per process
+        loader_args = dict(batch_size=batch_size, seed=seed, collate_fn=collate_detr, num_workers=num_workers)
+        loader = make_loader(train_ds, ctx, **loader_args)
+        task = DetrTask(model, ctx.device, score_threshold=score_threshold, backend=backend)
+        if val_ann is not None:
+            val_ds = DetrDataset(val_ann, val_img, processor, cmap, subset=subset, verbose=ctx.is_main)
+            task.val_loader, task.val_gt = make_loader(val_ds, ctx, train=False, **loader_args), val_ds.coco
+        else: task.validate = None
+        optimizer = detr_optimizer(model, lr, lr_backbone, weight_decay)
+        precision = resolve_precision(precision, ctx.device)
+        extra = {'random_init': weights['random_init'],
+                 'categories': {'cat_ids': list(cmap.cat_ids), 'names': list(cmap.names)},
+                 'model_config': unwrap(model).config.to_dict()}
+        task.epoch_stats = lambda: {'random_init': weights['random_init']}
+        rows = fit(task, loader, optimizer, epochs=num_epochs, out_dir=out_dir, precision=precision,
+                   device=ctx.device, grad_clip=grad_clip, resume=resume, config=config,
+                   score_key='val_AP' if task.val_loader else None, on_step=on_step, on_epoch=on_epoch,
+                   extra_state=extra, progress=progress, desc='detr')
+        report = _detr_report(rows, train_ds=train_ds, weights=weights, precision=precision, device=ctx.device,
+                              config=config, processes=ctx.world)
+        val = (f", val AP {rows[-1]['val_AP']:.4f} (best {report['best_AP']:.4f})" if 'val_AP' in rows[-1]
+               else '')
+        summary = (f"done: {len(rows)} epochs, final train loss {rows[-1]['train_loss']:.4f}{val}; "
+                   f"report in {out_dir / 'report.json'}")
+        return finish_run(ctx, out_dir, report, summary)

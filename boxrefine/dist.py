@@ -13,8 +13,8 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 # %% auto #0
-__all__ = ['dist_env', 'parse_shard', 'current_shard', 'shard_items', 'DistContext', 'setup_distributed', 'is_main', 'barrier',
-           'wrap_ddp', 'unwrap', 'reduce_sums', 'gather_objects']
+__all__ = ['dist_env', 'parse_shard', 'current_shard', 'shard_items', 'DistContext', 'backend_for', 'collective_device',
+           'setup_distributed', 'is_main', 'barrier', 'wrap_ddp', 'unwrap', 'reduce_sums', 'gather_objects']
 
 # %% ../nbs/13_dist.ipynb #c50d610d
 def dist_env() -> tuple[int, int, int]:
@@ -52,15 +52,25 @@ class DistContext:
         if self.created and dist.is_initialized(): dist.destroy_process_group()
         self.created = False
 
+def backend_for(device) -> str:
+    "The process-group backend for `device`: gloo on the CPU; on GPUs nccl plus gloo for CPU tensors."
+    return 'cpu:gloo,cuda:nccl' if torch.device(device).type == 'cuda' else 'gloo'
+
+def collective_device(group=None) -> torch.device:
+    "Where `group` reduces tensors: the CPU when it has a CPU backend, else this process's GPU."
+    devices = {pair.partition(':')[0] for pair in dist.get_backend_config(group).split(',')}
+    if 'cpu' in devices: return torch.device('cpu')
+    return torch.device('cuda', torch.cuda.current_device())
+
 def setup_distributed(device='cpu') -> DistContext:
-    "Join torchrun's process group when there is one (gloo on the CPU, nccl with one GPU per process); else a 1-process context."
+    "Join torchrun's process group when there is one (see `backend_for`); else a 1-process context."
     rank, world, local = dist_env()
     device = torch.device(device)
     if world == 1: return DistContext(0, 1, device, False)
     if device.type == 'cuda':
         device = torch.device('cuda', local); torch.cuda.set_device(device)
     created = not dist.is_initialized()
-    if created: dist.init_process_group('nccl' if device.type == 'cuda' else 'gloo')
+    if created: dist.init_process_group(backend_for(device))
     return DistContext(dist.get_rank(), dist.get_world_size(), device, created)
 
 def is_main() -> bool:
@@ -80,9 +90,10 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     "The module inside a `DistributedDataParallel` wrapper (or the model itself)."
     return model.module if isinstance(model, DistributedDataParallel) else model
 
-def reduce_sums(values: dict[str, float], device='cpu') -> dict[str, float]:
-    "Sums over all processes of each value (unchanged in a single process)."
+def reduce_sums(values: dict[str, float], device=None) -> dict[str, float]:
+    "Sums over all processes of each value (unchanged in one process); `device=None`: where it works."
     if not dist.is_initialized() or not values: return dict(values)
+    device = collective_device() if device is None else torch.device(device)
     t = torch.tensor(list(values.values()), dtype=torch.float64, device=device)
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return dict(zip(values, t.tolist()))

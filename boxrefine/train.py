@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import csv
 import io
+import json
 import math
 import os
 import random
@@ -21,6 +22,7 @@ from typing import Callable
 import numpy as np
 import torch
 import yaml
+from safetensors.torch import load as st_load, save as st_save
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
@@ -35,11 +37,11 @@ from .features import (FEATURE_NAMES, HQSAMFeatures, cache_for, extract_with_cac
 from .model import BoxRefiner, refiner_loss
 
 # %% auto #0
-__all__ = ['CONFIG_DEFAULTS', 'CONFIG_ALIASES', 'PRECISIONS', 'TrainConfig', 'resolve_precision', 'autocast', 'make_scaler',
-           'rng_state', 'set_rng_state', 'save_checkpoint', 'load_checkpoint', 'NonFiniteLossError',
-           'write_metrics_csv', 'fit', 'default_workers', 'training_run', 'make_loader', 'finish_run', 'RefinerTask',
-           'plot_metrics', 'apply_modes', 'build_refiner', 'prepare_features', 'train_refiner', 'demo_config',
-           'run_demo', 'predict_refiner']
+__all__ = ['CONFIG_DEFAULTS', 'CONFIG_ALIASES', 'PRECISIONS', 'CHECKPOINT_FORMAT', 'FROZEN_ON_RESUME', 'TrainConfig',
+           'resolve_precision', 'autocast', 'make_scaler', 'rng_state', 'set_rng_state', 'save_checkpoint',
+           'load_checkpoint', 'NonFiniteLossError', 'write_metrics_csv', 'config_diff', 'fit', 'default_workers',
+           'training_run', 'make_loader', 'finish_run', 'RefinerTask', 'plot_metrics', 'apply_modes', 'build_refiner',
+           'prepare_features', 'train_refiner', 'demo_config', 'run_demo', 'predict_refiner']
 
 # %% ../nbs/06_train.ipynb #9eba83ab
 CONFIG_DEFAULTS = {
@@ -111,24 +113,79 @@ def make_scaler(precision: str, device) -> torch.amp.GradScaler:
 
 # %% ../nbs/06_train.ipynb #8847d8f4
 def rng_state() -> dict:
+    "The states of Python's, numpy's, torch's and CUDA's generators."
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
     return {'python': random.getstate(), 'numpy': np.random.get_state(), 'torch': torch.get_rng_state(),
-            'cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+            'cuda': cuda}
 
 def set_rng_state(state: dict):
-    random.setstate(state['python']); np.random.set_state(state['numpy']); torch.set_rng_state(state['torch'])
+    random.setstate(state['python'])
+    np.random.set_state(state['numpy'])
+    torch.set_rng_state(state['torch'])
     if state.get('cuda') is not None and torch.cuda.is_available(): torch.cuda.set_rng_state_all(state['cuda'])
 
+# %% ../nbs/06_train.ipynb #0058de85
+CHECKPOINT_FORMAT = 'boxrefine.checkpoint/1'
+
+def _pack(obj, tensors: dict):
+    "A JSON-able form of `obj`; its tensors and arrays go to `tensors` under generated names."
+    if isinstance(obj, (torch.Tensor, np.ndarray)):
+        name = f"t{len(tensors)}"
+        kind = '__tensor__' if isinstance(obj, torch.Tensor) else '__ndarray__'
+        t = obj.detach().cpu() if kind == '__tensor__' else torch.from_numpy(np.ascontiguousarray(obj))
+        tensors[name] = t.clone().contiguous()         # own storage: safetensors refuses shared tensors
+        return {kind: name}
+    if isinstance(obj, dict):
+        if all(isinstance(k, str) and not k.startswith('__') for k in obj):
+            return {k: _pack(v, tensors) for k, v in obj.items()}
+        return {'__items__': [[_pack(k, tensors), _pack(v, tensors)] for k, v in obj.items()]}
+    if isinstance(obj, tuple): return {'__tuple__': [_pack(v, tensors) for v in obj]}
+    if isinstance(obj, list): return [_pack(v, tensors) for v in obj]
+    if isinstance(obj, np.generic): return obj.item()
+    if isinstance(obj, Path): return str(obj)
+    if obj is None or isinstance(obj, (bool, int, float, str)): return obj
+    raise TypeError(f"a checkpoint cannot hold a {type(obj).__name__}: {obj!r:.80}")
+
+def _unpack(obj, tensors: dict):
+    "The inverse of `_pack`."
+    if isinstance(obj, list): return [_unpack(v, tensors) for v in obj]
+    if not isinstance(obj, dict): return obj
+    if '__tensor__' in obj: return tensors[obj['__tensor__']]
+    if '__ndarray__' in obj: return tensors[obj['__ndarray__']].numpy()
+    if '__tuple__' in obj: return tuple(_unpack(v, tensors) for v in obj['__tuple__'])
+    if '__items__' in obj: return {_unpack(k, tensors): _unpack(v, tensors) for k, v in obj['__items__']}
+    return {k: _unpack(v, tensors) for k, v in obj.items()}
+
 def save_checkpoint(path, **state) -> Path:
-    "`torch.save` of `state` to `path`, atomically."
-    buf = io.BytesIO(); torch.save(state, buf)
-    return atomic_write_bytes(path, buf.getbuffer())
+    "`state` as safetensors (its tensors) + JSON (the rest), written atomically: nothing in it can run code."
+    tensors = {}
+    packed = json.dumps(_pack(state, tensors))
+    return atomic_write_bytes(path, st_save(tensors, metadata={CHECKPOINT_FORMAT: packed}))
+
+_PICKLE_HELP = ("unpickling it could run code, so it is read only with torch.load(weights_only=True), "
+                "which refused it")
 
 def load_checkpoint(path, map_location='cpu') -> dict:
-    "A checkpoint written by `save_checkpoint`; a clear error when it is missing or unreadable."
+    "A checkpoint written by `save_checkpoint` (no code runs); a clear error for anything else."
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"checkpoint not found: {path}")
-    try: return torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as e: raise ValueError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from None
+    data = path.read_bytes()
+    if data[:2] == b'PK' or data[:1] == b'\x80':      # torch.save's zip, or a bare pickle
+        try: return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+        except Exception as e:
+            raise ValueError(f"{path} is a pickle checkpoint (from an older boxrefine or another tool): "
+                             f"{_PICKLE_HELP} ({type(e).__name__}: {str(e)[:160]}). boxrefine writes "
+                             "safetensors + JSON checkpoints now: train again, or convert it yourself if "
+                             "you trust its author") from None
+    try:
+        n = int.from_bytes(data[:8], 'little')
+        meta = json.loads(data[8:8 + n]).get('__metadata__') or {}
+        packed = json.loads(meta[CHECKPOINT_FORMAT])
+        tensors = {k: v.to(map_location) for k, v in st_load(data).items()}
+        return _unpack(packed, tensors)
+    except Exception as e:
+        raise ValueError(f"cannot read checkpoint {path}: not a boxrefine checkpoint, or damaged "
+                         f"({type(e).__name__}: {str(e)[:160]})") from None
 
 # %% ../nbs/06_train.ipynb #bc6f13e2
 class NonFiniteLossError(RuntimeError):
@@ -151,16 +208,49 @@ def _describe(row: dict) -> str:
     fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else f"{v}"
     return ", ".join(f"{k} {fmt(v)}" for k, v in row.items() if k != 'epoch')
 
-# %% ../nbs/06_train.ipynb #065655e4
-def _resume(path, model, optimizer, scaler) -> tuple[list, float | None, int]:
-    "Load a checkpoint into the run's objects; its history, best score and next epoch."
+# %% ../nbs/06_train.ipynb #ef85752d
+def config_diff(old, new, where: str = '') -> dict[str, tuple]:
+    "Dotted keys whose values differ between two nested configs: key → (old, new)."
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = {}
+        for k in dict.fromkeys([*old, *new]):
+            out.update(config_diff(old.get(k), new.get(k), f"{where}{k}."))
+        return out
+    return {} if old == new else {where.rstrip('.'): (old, new)}
+
+FROZEN_ON_RESUME = ('model.', 'hqsam.model_type', 'hqsam.checkpoint', 'hqsam.seed', 'size',
+                    'optimization.feature_cache.storage_dtype')
+
+def _resume(path, model, optimizer, scaler, *, epochs: int, config: dict | None) -> tuple[list, float | None, int]:
+    "Load a checkpoint into the run's objects (saying what differs); its history, best score and next epoch."
     ck = load_checkpoint(path)
-    unwrap(model).load_state_dict(ck['model'])
+    diff = config_diff(ck.get('config') or {}, config or {}) if config is not None else {}
+    frozen = [k for k in diff if k.startswith(FROZEN_ON_RESUME)]
+    if frozen:
+        raise ValueError(f"cannot resume from {path}: the model would change ("
+                         + ", ".join(f"{k} {diff[k][0]!r} -> {diff[k][1]!r}" for k in frozen)
+                         + "); start a new run, or resume with the checkpoint's settings")
+    if ck['epoch'] >= epochs:
+        raise ValueError(f"{path}: that run already finished {ck['epoch']} epochs (it was asked for {epochs}); "
+                         f"to train on, resume with more epochs (training.num_epochs / --num-epochs > {ck['epoch']})")
+    try: unwrap(model).load_state_dict(ck['model'])
+    except RuntimeError as e:
+        raise ValueError(f"{path} holds a model of another shape: {str(e).splitlines()[1:3]}") from None
+    asked = [{k: g[k] for k in ('lr', 'weight_decay') if k in g} for g in optimizer.param_groups]
     optimizer.load_state_dict(ck['optimizer'])
+    for group, settings in zip(optimizer.param_groups, asked):
+        for k, v in settings.items():
+            if group[k] != v and is_main(): print(f"resume: {k} {group[k]:g} -> {v:g} (as asked now)")
+            group[k] = v
     scaler.load_state_dict(ck['scaler'])
     set_rng_state(ck['rng'])
+    others = {k: v for k, v in diff.items() if k not in frozen}
+    if others and is_main():
+        print("resume: settings that differ from the checkpoint's: "
+              + ", ".join(f"{k} {o!r} -> {n!r}" for k, (o, n) in others.items()))
     return ck['history'], ck['best_score'], ck['epoch'] + 1
 
+# %% ../nbs/06_train.ipynb #065655e4
 def _train_epoch(task, loader, optimizer, scaler, *, epoch, epochs, precision, device, grad_clip,
                  on_step, progress, desc) -> dict:
     "One epoch of `task.train_step`: mean logs, images/s, and how long the loop waited for data."
@@ -210,7 +300,7 @@ def fit(task, loader, optimizer, *, epochs: int, out_dir, precision: str = 'auto
     model, validate = task.model, getattr(task, 'validate', None)
     history, best, start = [], None, 1
     if resume is not None:
-        history, best, start = _resume(resume, model, optimizer, scaler)
+        history, best, start = _resume(resume, model, optimizer, scaler, epochs=epochs, config=config)
         if main: print(f"resumed from {resume} at epoch {start - 1} (best {score_key} {best})")
     for epoch in range(start, epochs + 1):
         _set_epoch(loader, epoch)
@@ -247,9 +337,8 @@ def default_workers(world: int = 1) -> int:
 
 @contextmanager
 def training_run(device='cpu', *, seed: int = 0, resume=None):
-    "Check `resume`, seed every generator, join torchrun's process group (left at the end)."
-    if resume is not None and not Path(resume).is_file():
-        raise FileNotFoundError(f"checkpoint not found: {resume}")
+    "Check `resume` before anything is built, seed every generator, join torchrun's process group."
+    if resume is not None: load_checkpoint(resume)    # a missing, damaged or pickled one stops us here
     torch.manual_seed(seed)
     random.seed(seed)
     np.random.seed(seed % 2**32)

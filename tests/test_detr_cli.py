@@ -1,11 +1,14 @@
 "`boxrefine detr` end to end on the shapes fixture: a tiny random-init model, on the CPU, as users run it."
 import csv
 import json
+import os
 import shutil
 import subprocess
 import time
 
 import torch
+
+from boxrefine.train import load_checkpoint
 
 
 def boxrefine(*args, check=True):
@@ -33,7 +36,7 @@ def test_detr_trains_evaluates_and_resumes(fixtures, tmp_path):
     report = json.loads((tmp_path / 'report.json').read_text())
     assert report['random_init'] is True and report['precision'] == 'fp32' and report['epochs'] == 2
     assert (tmp_path / 'best.pt').is_file() and (tmp_path / 'loss_curve.png').is_file()
-    ck = torch.load(tmp_path / 'last.pt', weights_only=False)
+    ck = load_checkpoint(tmp_path / 'last.pt')
     assert ck['epoch'] == 2 and ck['random_init'] is True and ck['categories']['names'] == ['cloud', 'heart', 'arrow', 'star']
 
     r = boxrefine(*detr_args(fixtures, tmp_path, '--num-epochs', 3, '--resume', tmp_path / 'last.pt'))
@@ -53,3 +56,14 @@ def test_detr_bad_inputs_are_clear_errors(fixtures, tmp_path):
                   '--output-dir', tmp_path, check=False)
     assert r.returncode == 1 and 'none.json' in r.stderr
     assert not (tmp_path / 'last.pt').exists()
+
+
+def test_detr_resume_from_a_crafted_pickle_runs_no_code(fixtures, tmp_path):
+    marker, crafted = tmp_path / 'pwned', tmp_path / 'crafted.pt'
+
+    class Exploit:
+        def __reduce__(self): return (os.system, (f"touch {marker}",))
+    torch.save({'model': Exploit()}, crafted)
+    r = boxrefine(*detr_args(fixtures, tmp_path / 'run', '--num-epochs', 1, '--resume', crafted), check=False)
+    assert r.returncode == 1 and 'unpickling it could run code' in r.stderr, r.stderr[-2000:]
+    assert not marker.exists()

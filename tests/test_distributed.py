@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from boxrefine.train import load_checkpoint
 import yaml
 from safetensors.torch import load_file
 
@@ -66,7 +68,7 @@ def test_two_processes_train_like_one_with_the_same_global_batch(shapes):
         assert float(a['val_refined_iou']) == pytest.approx(float(b["val_refined_iou"]), abs=0.01)   # measured: at most 0.003
         assert float(b['cache_hit_rate']) == 1.0
     assert json.loads((two / 'report.json').read_text())['processes'] == 2
-    ck = torch.load(two / 'last.pt', weights_only=False)
+    ck = load_checkpoint(two / 'last.pt')
     assert not any(k.startswith('module.') for k in ck['model'])            # loads in one process
     r = run('train', '--config', shapes / 'two.yaml', '--out', two, '--resume', two / 'last.pt', torchrun=2)
     assert 'resumed from' in r.stdout
@@ -124,4 +126,4 @@ def test_detr_trains_under_torchrun(fixtures, tmp_path):
     rows = metrics(tmp_path)
     assert [x['epoch'] for x in rows] == ['1', '2'] and all(0 <= float(x['val_AP']) <= 1 for x in rows)
     assert json.loads((tmp_path / 'report.json').read_text())['processes'] == 2
-    assert not any(k.startswith('module.') for k in torch.load(tmp_path / 'last.pt', weights_only=False)['model'])
+    assert not any(k.startswith('module.') for k in load_checkpoint(tmp_path / 'last.pt')['model'])

@@ -1,14 +1,16 @@
 "`boxrefine demo` and `boxrefine train` end to end, on a reduced size, as users run them."
 import csv
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
-from boxrefine.train import TrainConfig
+from boxrefine.train import TrainConfig, load_checkpoint, predict_refiner
 
 
 def boxrefine(*args, cwd=None, check=True):
@@ -27,29 +29,31 @@ def demo_run(tmp_path_factory):
 def test_demo_writes_its_artefacts(demo_run):
     out, r = demo_run
     report = json.loads((out / 'report.json').read_text())
-    for key in ('noisy_iou', 'refined_iou', 'improved_fraction', 'cold_epoch_s', 'warm_epoch_s', 'warm_vs_cold_speedup',
-                'cache_hit_rate_by_epoch', 'random_init', 'precision', 'device'):
+    for key in ('noisy_iou', 'refined_iou', 'improved_fraction', 'precompute_s', 'cold_epoch_s', 'warm_epoch_s',
+                'warm_vs_cold_speedup', 'data_fraction', 'cache_hit_rate_by_epoch', 'random_init', 'precision', 'device'):
         assert key in report, key
     assert report['random_init'] is True and report['precision'] == 'fp32' and report['device'] == 'cpu'
-    assert report['cache_hit_rate_by_epoch'][0] == 0.0 and report['cache_hit_rate_by_epoch'][1:] == [1.0, 1.0]
+    assert report['precompute_images'] == 9              # every image extracted once, before epoch 1
+    assert report['cache_hit_rate_by_epoch'] == [1.0, 1.0, 1.0]    # so every epoch reads a warm cache
     assert report['warm_vs_cold_speedup'] > 5      # the full-size demo measures the real ratio
+    assert 'precompute train: 6 images to extract, about' in r.stdout   # the disk estimate comes first
     rows = list(csv.DictReader(open(out / 'metrics.csv')))
     assert [int(r['epoch']) for r in rows] == [1, 2, 3]
     assert (out / 'loss_curve.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
-    ck = torch.load(out / 'last.pt', weights_only=False)
+    ck = load_checkpoint(out / 'last.pt')
     assert ck['random_init'] is True and ck['epoch'] == 3 and 'scaler' in ck and 'rng' in ck
     assert 'WITHOUT pretrained weights' in r.stdout + r.stderr
 
 
 def test_train_resume_and_modes(demo_run, tmp_path):
     out, _ = demo_run
-    cfg = TrainConfig.load(json.loads(json.dumps(torch.load(out / 'last.pt', weights_only=False)['config'])))
+    cfg = TrainConfig.load(json.loads(json.dumps(load_checkpoint(out / 'last.pt')['config'])))
     cfg['training']['num_epochs'] = 4
     cfg['output']['dir'] = str(tmp_path / 'run')
     import yaml
     (tmp_path / 'cfg.yaml').write_text(yaml.safe_dump(dict(cfg)))
     r = boxrefine('train', '--config', tmp_path / 'cfg.yaml', '--resume', out / 'last.pt', '--out', tmp_path / 'run')
-    assert 'resumed from' in r.stdout
+    assert 'resumed from' in r.stdout and 'precompute' not in r.stdout.replace('precompute_s', '')   # warm cache
     rows = list(csv.DictReader(open(tmp_path / 'run' / 'metrics.csv')))
     assert [int(r['epoch']) for r in rows] == [1, 2, 3, 4] and float(rows[-1]['cache_hit_rate']) == 1.0
     r = boxrefine('train', '--config', tmp_path / 'cfg.yaml', '--debug', '--fast', '--out', tmp_path / 'fast')
@@ -83,7 +87,7 @@ def test_predictions_of_a_run_open_in_the_viewer(demo_run):
     report = json.loads((out / 'report.json').read_text())
     assert len(preds) == report['val_images'] == 3
     gt = torch.tensor([b for r in preds for b in r['ground truth']])
-    best = torch.load(out / 'best.pt', weights_only=False)
+    best = load_checkpoint(out / 'best.pt')
     refined_iou = paired_iou(torch.tensor([b for r in preds for b in r['refined']]), gt).mean().item()
     assert abs(refined_iou - best['history'][best['epoch'] - 1]['val_refined_iou']) < 1e-3
     viewer = BoxViewer.from_predictions(preds)
@@ -91,3 +95,27 @@ def test_predictions_of_a_run_open_in_the_viewer(demo_run):
     before = viewer.image.value
     viewer.slider.value = 1
     assert viewer.image.value != before
+
+
+def write_crafted_pickle(path: Path, marker: Path):
+    "A .pt file that creates `marker` when it is unpickled."
+    class Exploit:
+        def __reduce__(self): return (os.system, (f"touch {marker}",))
+    torch.save({'model': Exploit(), 'epoch': 1}, path)
+
+
+def test_crafted_checkpoints_run_no_code(demo_run, tmp_path):
+    "A pickle given to train --resume or found in a run folder is refused, and its code never runs."
+    out, _ = demo_run
+    marker, crafted = tmp_path / 'pwned', tmp_path / 'crafted.pt'
+    write_crafted_pickle(crafted, marker)
+    cfg = TrainConfig.load(load_checkpoint(out / 'last.pt')['config'])
+    (tmp_path / 'cfg.yaml').write_text(yaml.safe_dump(dict(cfg)))
+    r = boxrefine('train', '--config', tmp_path / 'cfg.yaml', '--resume', crafted, '--out', tmp_path / 'run',
+                  check=False)
+    assert r.returncode == 1 and 'unpickling it could run code' in r.stderr, r.stderr[-2000:]
+    run = tmp_path / 'shared_run'
+    run.mkdir()
+    shutil.copy(crafted, run / 'best.pt')
+    with pytest.raises(ValueError, match='unpickling it could run code'): predict_refiner(run)
+    assert not marker.exists()
