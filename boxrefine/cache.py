@@ -24,9 +24,11 @@ import xxhash
 from safetensors.torch import load as st_load, save as st_save
 
 # %% auto #0
-__all__ = ['CACHE_FORMAT', 'SCALE_SUFFIX', 'STORAGE_DTYPES', 'atomic_write_bytes', 'atomic_write_text', 'atomic_write_json',
-           'content_key', 'content_keys', 'CacheStats', 'CorruptEntry', 'FeatureCache', 'quantize_int8', 'dequantize',
-           'detect_caches', 'entry_layout', 'read_entry_into']
+__all__ = ['CACHE_FORMAT', 'SCALE_SUFFIX', 'STORAGE_DTYPES', 'ORPHAN_MIN_AGE', 'COUNT_KEYS', 'atomic_write_bytes',
+           'atomic_write_text', 'atomic_write_json', 'content_key', 'content_keys', 'CacheStats', 'CorruptEntry',
+           'FeatureCache', 'quantize_int8', 'dequantize', 'entry_layout', 'read_entry_into', 'pid_alive', 'temp_writer',
+           'orphaned_temp', 'check_entry', 'scan_split', 'repair_split', 'remove_orphaned_temp', 'detect_caches',
+           'verify_caches']
 
 # %% ../nbs/02_cache.ipynb #2682f5c2
 def atomic_write_bytes(path, data: bytes | memoryview, fsync: bool = True) -> Path:
@@ -143,6 +145,22 @@ class CorruptEntry(Exception):
 # %% ../nbs/02_cache.ipynb #06083127
 STORAGE_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.int8)
 
+def _broken_info(path: Path, why) -> str:
+    "What to say about a `fingerprint.json` that cannot be read: the file, why, and the fix."
+    return (f"cache description {path} is broken ({why}): delete it (the next precompute or train "
+            "writes it again and keeps the cached features), or remove this encoder's cache with "
+            f"`boxrefine cache clear {path.parent.parent} --fingerprint {path.parent.name}`")
+
+def _read_info(path: Path) -> dict:
+    "The object a cache's `fingerprint.json` holds; a `ValueError` naming the file if it is broken."
+    try:
+        info = json.loads(path.read_text())
+    except ValueError as e:   # not JSON, or not UTF-8
+        raise ValueError(_broken_info(path, e)) from None
+    if not isinstance(info, dict):
+        raise ValueError(_broken_info(path, f"a JSON {type(info).__name__}, not an object"))
+    return info
+
 class FeatureCache:
     "Named tensors per image under `cache_dir/<fingerprint>/<split>/`, keyed by `content_key`."
     def __init__(self, cache_dir, fingerprint: str, split: str = 'train',
@@ -165,7 +183,7 @@ class FeatureCache:
         dtype = str(self.storage_dtype).removeprefix('torch.')
         info = {**info, 'fingerprint': self.fingerprint, 'storage_dtype': dtype,
                 'cache_format': CACHE_FORMAT}
-        if not path.exists() or json.loads(path.read_text()) != info: atomic_write_json(path, info)
+        if not path.exists() or _read_info(path) != info: atomic_write_json(path, info)
 
     def path_for(self, key: str) -> Path:
         "Where the entry for `key` lives."
@@ -281,19 +299,6 @@ def entries(self: FeatureCache) -> list[Path]:
 @patch
 def __len__(self: FeatureCache): return len(self.entries())
 
-def detect_caches(cache_dir) -> list[dict]:
-    "Summaries (fingerprint, split, entries, bytes, info) of the caches under `cache_dir`."
-    found = []
-    for fp_dir in sorted(p for p in Path(cache_dir).glob('*') if p.is_dir()):
-        info_path = fp_dir / 'fingerprint.json'
-        info = json.loads(info_path.read_text()) if info_path.is_file() else {}
-        for split_dir in sorted(p for p in fp_dir.iterdir() if p.is_dir()):
-            files = list(split_dir.glob('*/*.safetensors'))
-            if files or info:
-                found.append({'fingerprint': fp_dir.name, 'split': split_dir.name,
-                              'entries': len(files), 'bytes': sum(f.stat().st_size for f in files),
-                              'info': info})
-    return found
 
 # %% ../nbs/02_cache.ipynb #1553e742
 _ST_DTYPES = {'F16': torch.float16, 'BF16': torch.bfloat16, 'F32': torch.float32, 'F64': torch.float64,
@@ -339,6 +344,18 @@ def read_entry_into(f, key: str, slots: dict[str, torch.Tensor]) -> int:
     if _checksum(slots) != meta.get(_CHECKSUM): raise CorruptEntry("checksum mismatch")
     return size
 
+@patch
+def holds(self: FeatureCache, key: str) -> bool:
+    "Whether `key` has an entry whose header is sound: format, key, and a size that fits its tensors."
+    try:
+        with open(self.path_for(key), 'rb') as f:
+            size = os.fstat(f.fileno()).st_size
+            header, start = _read_header(f, size)
+        _check_metadata(header.pop('__metadata__', None) or {}, key)
+        return start + max((v['data_offsets'][1] for v in header.values()), default=0) == size
+    except FileNotFoundError: return False
+    except Exception: return False
+
 # %% ../nbs/02_cache.ipynb #919f2de8
 _POOLS: dict[tuple[int, int], ThreadPoolExecutor] = {}
 
@@ -350,10 +367,12 @@ def _reader_pool(threads: int) -> ThreadPoolExecutor:
 
 @patch
 def read_batch(self: FeatureCache, keys: list[str], layout: dict, shared: bool = False,
-               threads: int = 8) -> tuple[dict[str, torch.Tensor], list[int]]:
-    "Entries of `keys` read in parallel into batched tensors of `layout`, and the positions that missed."
-    batch = {name: torch.empty((len(keys), *shape), dtype=dtype) for name, (dtype, shape) in layout.items()}
-    if shared: batch = {k: v.share_memory_() for k, v in batch.items()}  # a worker sends it without a copy
+               threads: int = 8, out: dict | None = None) -> tuple[dict[str, torch.Tensor], list[int]]:
+    "Entries of `keys` read in parallel into batched tensors of `layout` (or `out`'s), and the misses."
+    if out is None:
+        out = {name: torch.empty((len(keys), *shape), dtype=dtype) for name, (dtype, shape) in layout.items()}
+        if shared: out = {k: v.share_memory_() for k, v in out.items()}  # a worker sends it without a copy
+    batch = {k: v[:len(keys)] for k, v in out.items()}
     def read(i: int) -> int | Exception | None:
         path = self.path_for(keys[i])
         try: f = open(path, 'rb', buffering=0)
@@ -374,3 +393,209 @@ def read_batch(self: FeatureCache, keys: list[str], layout: dict, shared: bool =
             self._discard_corrupt(*got)
             missing.append(i)
     return batch, missing
+
+# %% ../nbs/02_cache.ipynb #1d3d9a9a
+import math
+import re
+import time
+from tqdm.auto import tqdm
+
+_TEMP_NAME = re.compile(r'^\.(?P<target>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp$')
+ORPHAN_MIN_AGE = 60.0   # seconds a dead writer's temporary file stays untouched before it counts
+
+def pid_alive(pid: int) -> bool:
+    "Whether process `pid` runs on this machine (a process of another user counts)."
+    if os.name == 'nt':
+        return True   # there os.kill ends the process: never guess, keep the file
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OverflowError:   # larger than any PID
+        return False
+    return True
+
+def temp_writer(path) -> int | None:
+    "The PID in the name of an `atomic_write_bytes` temporary file, or None for any other name."
+    m = _TEMP_NAME.match(Path(path).name)
+    return int(m['pid']) if m else None
+
+def orphaned_temp(path, min_age: float = ORPHAN_MIN_AGE) -> bool:
+    "Whether `path` is a temporary file of a dead writer, untouched for `min_age` seconds."
+    pid = temp_writer(path)
+    if pid is None:
+        return False
+    try:
+        age = time.time() - os.stat(path, follow_symlinks=False).st_mtime
+    except FileNotFoundError:
+        return False
+    return age >= min_age and not pid_alive(pid)
+
+
+# %% ../nbs/02_cache.ipynb #41c3f36d
+def _slots_for(header: dict) -> dict[str, torch.Tensor]:
+    "Empty tensors for the tensors a header describes, once their shapes match their bytes."
+    slots = {}
+    for name, v in header.items():
+        dtype, (begin, end) = _ST_DTYPES[v['dtype']], v['data_offsets']
+        if math.prod(v['shape']) * dtype.itemsize != end - begin:   # before allocating it
+            raise CorruptEntry(f"{name}: shape {v['shape']} does not fit its {end - begin} bytes")
+        slots[name] = torch.empty(v['shape'], dtype=dtype)
+    return slots
+
+def check_entry(path, full: bool = False) -> str | None:
+    "What is wrong with the entry file `path`, or None: its header and, with `full`, its checksum."
+    path = Path(path)
+    key = path.name.removesuffix('.safetensors')
+    if path.parent.name != key[:2]:
+        return f"misplaced: an entry of key {key} belongs in folder {key[:2]}/"
+    if path.is_symlink():
+        return "a symbolic link, which the cache never writes"
+    try:
+        with open(path, 'rb', buffering=0) as f:
+            size = os.fstat(f.fileno()).st_size
+            header, start = _read_header(f, size)
+            _check_metadata(header.pop('__metadata__', None) or {}, key)
+            end = start + max((v['data_offsets'][1] for v in header.values()), default=0)
+            if end != size:
+                raise CorruptEntry(f"{size} bytes, its header describes {end}")
+            if full:
+                f.seek(0)
+                read_entry_into(f, key, _slots_for(header))
+    except Exception as e:
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+# %% ../nbs/02_cache.ipynb #bacf4099
+COUNT_KEYS = ('valid', 'valid_bytes', 'invalid', 'invalid_bytes',
+              'orphaned_tmp', 'orphaned_tmp_bytes', 'active_tmp')
+
+def _split_files(root: Path) -> tuple[list[dict], list[dict]]:
+    "Path, inode, bytes and mtime of the entry and temporary files in `root`'s `<ab>` folders."
+    entries, temps = [], []
+    try:
+        subs = sorted(e.path for e in os.scandir(root) if e.is_dir(follow_symlinks=False))
+    except FileNotFoundError:
+        return entries, temps
+    for sub in subs:
+        with os.scandir(sub) as found:
+            for e in found:
+                kind = entries if e.name.endswith('.safetensors') else temps
+                if kind is temps and not _TEMP_NAME.match(e.name):
+                    continue
+                try:
+                    st = e.stat(follow_symlinks=False)
+                except FileNotFoundError:   # renamed or removed since it was listed
+                    continue
+                kind.append({'path': e.path, 'inode': st.st_ino, 'bytes': st.st_size,
+                             'mtime': st.st_mtime})
+    return entries, temps
+
+def scan_split(root, check: str | None = 'header', threads: int = 8, progress: bool = False,
+               min_age: float = ORPHAN_MIN_AGE) -> dict:
+    "Counts and bytes of valid and invalid entries and of dead writers' temporary files in `root`."
+    if check not in (None, 'header', 'full'):
+        raise ValueError(f"check must be None, 'header' or 'full', got {check!r}")
+    entries, temps = _split_files(Path(root))
+    now = time.time()
+    orphans = [t for t in temps
+               if now - t['mtime'] >= min_age and not pid_alive(temp_writer(t['path']))]
+    out = {'entries': len(entries), 'bytes': sum(e['bytes'] for e in entries),
+           'orphaned_tmp': len(orphans), 'orphaned_tmp_bytes': sum(t['bytes'] for t in orphans),
+           'active_tmp': len(temps) - len(orphans), 'orphaned_files': orphans}
+    if check is None:
+        return {**out, 'valid': None, 'valid_bytes': None, 'invalid': None,
+                'invalid_bytes': None, 'invalid_files': []}
+    problems = _reader_pool(threads).map(lambda e: check_entry(e['path'], check == 'full'), entries)
+    desc = f"{'verify' if check == 'full' else 'check'} {Path(root).name}"
+    problems = tqdm(problems, total=len(entries), desc=desc, unit='entry', disable=not progress,
+                    leave=False)
+    invalid = [{**e, 'problem': why} for e, why in zip(entries, problems) if why]
+    invalid_bytes = sum(e['bytes'] for e in invalid)
+    valid = {'valid': len(entries) - len(invalid), 'valid_bytes': out['bytes'] - invalid_bytes}
+    return {**out, **valid, 'invalid': len(invalid), 'invalid_bytes': invalid_bytes,
+            'invalid_files': invalid}
+
+
+# %% ../nbs/02_cache.ipynb #dde68557
+def _unlink_unchanged(path, inode: int) -> bool:
+    "Remove `path` unless it is gone or was replaced since it was checked; whether it was removed."
+    try:
+        if os.stat(path, follow_symlinks=False).st_ino != inode:
+            return False
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    return True
+
+def repair_split(scan: dict) -> dict:
+    "Remove the invalid entries and the dead writers' temporary files that `scan_split` found."
+    gone = [f for f in scan['invalid_files'] if _unlink_unchanged(f['path'], f['inode'])]
+    tmp = [f for f in scan['orphaned_files'] if _unlink_unchanged(f['path'], f['inode'])]
+    return {'removed_invalid': len(gone), 'removed_invalid_bytes': sum(f['bytes'] for f in gone),
+            'removed_tmp': len(tmp), 'removed_tmp_bytes': sum(f['bytes'] for f in tmp)}
+
+def remove_orphaned_temp(root, min_age: float = ORPHAN_MIN_AGE) -> list[Path]:
+    "Remove the temporary files of dead writers in the split folder `root`; the paths removed."
+    scan = scan_split(root, None, min_age=min_age)
+    return [Path(f['path']) for f in scan['orphaned_files']
+            if _unlink_unchanged(f['path'], f['inode'])]
+
+
+# %% ../nbs/02_cache.ipynb #b81ef1f4
+def _info_of(fp_dir: Path) -> tuple[dict, str | None]:
+    "What `fp_dir/fingerprint.json` records, and why it cannot be read (None when it can)."
+    path = fp_dir / 'fingerprint.json'
+    if not path.is_file():
+        return {}, None
+    try:
+        return _read_info(path), None
+    except ValueError as e:
+        return {}, str(e)
+
+def detect_caches(cache_dir, check: bool = True, threads: int = 8,
+                  progress: bool = False) -> list[dict]:
+    "Summaries (fingerprint, split, entries, bytes, info, counts) of the caches under `cache_dir`."
+    found = []
+    for fp_dir in sorted(p for p in Path(cache_dir).glob('*') if p.is_dir()):
+        info, error = _info_of(fp_dir)
+        rows = []
+        for split_dir in sorted(p for p in fp_dir.iterdir() if p.is_dir()):
+            s = scan_split(split_dir, 'header' if check else None, threads, progress)
+            if s['entries'] or s['orphaned_tmp'] or s['active_tmp'] or info or error:
+                rows.append({'fingerprint': fp_dir.name, 'split': split_dir.name,
+                             'entries': s['entries'], 'bytes': s['bytes'], 'info': info,
+                             'info_error': error, **{k: s[k] for k in COUNT_KEYS}})
+        if error and not rows:
+            rows.append({'fingerprint': fp_dir.name, 'split': None, 'entries': 0, 'bytes': 0,
+                         'info': info, 'info_error': error, **dict.fromkeys(COUNT_KEYS, 0)})
+        found += rows
+    return found
+
+
+# %% ../nbs/02_cache.ipynb #448e5dfc
+def verify_caches(cache_dir, fingerprint: str | None = None, split: str | None = None,
+                  repair: bool = False, threads: int = 8, progress: bool = False) -> list[dict]:
+    "`detect_caches` with every checksum checked (and the invalid files); `repair` removes them."
+    rows = [c for c in detect_caches(cache_dir, check=False)
+            if fingerprint in (None, c['fingerprint']) and split in (None, c['split'])]
+    for c in rows:
+        if c['split'] is not None:
+            root = Path(cache_dir) / c['fingerprint'] / c['split']
+            scan = scan_split(root, 'full', threads, progress)
+            c.update({k: scan[k] for k in ('entries', 'bytes', *COUNT_KEYS)})
+            c['invalid_files'] = [{'path': f['path'], 'problem': f['problem']}
+                                  for f in scan['invalid_files']]
+            if repair:
+                c.update(repair_split(scan))
+        info_file = Path(cache_dir) / c['fingerprint'] / 'fingerprint.json'
+        if repair and c['info_error']:
+            c['removed_info'] = info_file.is_file()
+            info_file.unlink(missing_ok=True)
+    return rows
+

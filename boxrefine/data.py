@@ -22,7 +22,7 @@ from .cache import CacheStats, FeatureCache, atomic_write_json
 
 # %% auto #0
 __all__ = ['SHAPE_CATEGORIES', 'make_shapes_dataset', 'load_coco_boxes', 'BoxRefinementDataset', 'collate_boxes', 'EpochBatches',
-           'FeatureBatches']
+           'FeatureBatches', 'release_batch']
 
 # %% ../nbs/04_data.ipynb #0ceea058
 SHAPE_CATEGORIES = [{'id': 1, 'name': 'ellipse'}, {'id': 2, 'name': 'rectangle'}, {'id': 3, 'name': 'polygon'}]
@@ -177,37 +177,67 @@ def collate_boxes(items: list[dict]) -> dict:
 
 # %% ../nbs/04_data.ipynb #e7d0a9e6
 class EpochBatches(Sampler):
-    "Batches of `sampler`'s indices as `(epoch, indices)`: the epoch reaches persistent workers too."
-    def __init__(self, sampler, batch_size: int, drop_last: bool = False):
+    "Batches of `sampler`'s indices as `(epoch, indices)`; `endless`: epoch after epoch, from `set_epoch`'s."
+    def __init__(self, sampler, batch_size: int, drop_last: bool = False, endless: bool = False):
         self.sampler, self.batch_size, self.drop_last, self.epoch = sampler, batch_size, drop_last, 0
+        self.endless = endless
 
-    def set_epoch(self, epoch: int):
-        self.epoch = epoch
-        if hasattr(self.sampler, 'set_epoch'): self.sampler.set_epoch(epoch)
+    def set_epoch(self, epoch: int): self.epoch = epoch
 
     def _batches(self): return BatchSampler(self.sampler, self.batch_size, self.drop_last)
-    def __iter__(self): return ((self.epoch, indices) for indices in self._batches())
-    def __len__(self): return len(self._batches())
+
+    def __iter__(self):
+        epoch = self.epoch
+        while True:
+            if hasattr(self.sampler, 'set_epoch'): self.sampler.set_epoch(epoch)
+            yield from ((epoch, indices) for indices in self._batches())
+            if not self.endless: return
+            epoch += 1
+
+    def __len__(self): return len(self._batches())      # batches per epoch
 
 class FeatureBatches(Dataset):
     "Batches of a `BoxRefinementDataset` with their cached features, read where the DataLoader runs."
     def __init__(self, boxes: BoxRefinementDataset, cache: FeatureCache, keys: list[str],
-                 layout: dict, reads_in_flight: int = 8):
+                 layout: dict, reads_in_flight: int = 8, slots: int = 64):
         if len(keys) != len(boxes): raise ValueError(f"{len(keys)} keys for {len(boxes)} images")
         self.boxes, self.keys, self.layout, self.reads_in_flight = boxes, keys, layout, reads_in_flight
         self.cache = copy.copy(cache)       # its own statistics: each batch reports its own counts
         self.cache.stats = CacheStats()
+        self.busy = torch.zeros(slots, dtype=torch.uint8).share_memory_()   # 1: in the trainer's hands
+        self._buffers: dict[int, dict[str, torch.Tensor]] = {}               # this worker's, by slot
 
     def __len__(self): return len(self.boxes)
+
+    def _claim(self, n: int) -> tuple[int, dict | None]:
+        "A free buffer slot of this worker, its shared tensors holding at least `n` images; (-1, None) if none."
+        info = get_worker_info()
+        if info is None: return -1, None           # in the training process: plain tensors
+        per = len(self.busy) // info.num_workers
+        for slot in range(info.id * per, (info.id + 1) * per):
+            if self.busy[slot]: continue
+            buffers = self._buffers.get(slot)
+            if buffers is None or len(next(iter(buffers.values()))) < n:
+                buffers = self._buffers[slot] = {
+                    name: torch.empty((n, *shape), dtype=dtype).share_memory_()
+                    for name, (dtype, shape) in self.layout.items()}
+            self.busy[slot] = 1
+            return slot, buffers
+        return -1, None
 
     def __getitem__(self, item: tuple[int, list[int]]) -> dict:
         epoch, indices = item
         batch = collate_boxes([self.boxes.item(i, epoch) for i in indices])
         keys = [self.keys[i] for i in indices]
-        in_worker = get_worker_info() is not None
+        slot, buffers = self._claim(len(keys))
         batch['features'], batch['missing'] = self.cache.read_batch(
-            keys, self.layout, shared=in_worker, threads=self.reads_in_flight)
-        batch['keys'] = keys
+            keys, self.layout, shared=get_worker_info() is not None, threads=self.reads_in_flight,
+            out=buffers)
+        batch.update(keys=keys, slot=slot, busy=self.busy)
         batch['cache_stats'] = {k: v for k, v in self.cache.stats.as_dict().items() if k != 'hit_rate'}
         self.cache.stats.reset()
         return batch
+
+def release_batch(batch: dict):
+    "Hand a batch's feature buffers back to the worker that filled them (after they were copied)."
+    if batch.get('slot', -1) >= 0: batch['busy'][batch['slot']] = 0
