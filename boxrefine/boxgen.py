@@ -5,12 +5,14 @@
 # %% ../nbs/08_boxgen.ipynb #d3a9ca0b
 from __future__ import annotations
 
+import ast
+import hashlib
 import json
 import os
+import re
 import statistics
 import time
-from contextlib import contextmanager
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 
 import cv2
 import numpy as np
@@ -19,53 +21,82 @@ import torch
 from torchvision.ops import box_iou, nms
 from tqdm.auto import tqdm
 
-from .cache import atomic_write_json
-from .features import ImageLoadError
+from .cache import atomic_write_bytes
+from .features import ImageLoadError, load_image
 
 # %% auto #0
-__all__ = ['CIRR_SPLITS', 'IMAGE_ERRORS', 'SALIENCY_WORK_SIZE', 'SALIENCY_SCALES', 'BOXGEN_METHODS', 'SIZE_BINS',
-           'find_split_file', 'cirr_images', 'quiet_opencv', 'read_image', 'saliency_map', 'saliency_boxes',
-           'resolve_yolo_weights', 'load_yolo', 'yolo_boxes', 'merge_hybrid', 'meta_path', 'default_output',
-           'generate_boxes', 'load_boxes', 'box_stats', 'format_stats', 'show_boxes', 'merge_boxes']
+__all__ = ['CIRR_SPLITS', 'IMAGE_ERRORS', 'SALIENCY_WORK_SIZE', 'SALIENCY_SCALES', 'UNTRUSTED_WEIGHTS', 'BOXGEN_METHODS',
+           'SIZE_BINS', 'UnsafePathError', 'path_in_root', 'find_split_file', 'split_entries', 'cirr_split',
+           'cirr_images', 'read_image', 'saliency_map', 'saliency_boxes', 'check_yolo_config', 'resolve_yolo_weights',
+           'load_yolo', 'yolo_boxes', 'merge_hybrid', 'meta_path', 'default_output', 'write_boxes', 'generate_boxes',
+           'load_boxes', 'box_stats', 'format_stats', 'safe_filename', 'show_boxes', 'merge_boxes']
+
+# %% ../nbs/08_boxgen.ipynb #1f748305
+class UnsafePathError(ValueError):
+    "A path taken from a data file that would leave its root."
+
+def path_in_root(root, rel) -> Path:
+    "The real path of `rel` under `root`; `UnsafePathError` if absolute, with `..`, or outside."
+    if not isinstance(rel, str) or not rel:
+        raise UnsafePathError(f"expected a relative path, got {rel!r:.80}")
+    if '\0' in rel: raise UnsafePathError("the path contains a NUL character")
+    if PureWindowsPath(rel).anchor:   # '/x', '\\x', 'C:x', '\\\\host\\share\\x', on any system
+        raise UnsafePathError("absolute paths are not allowed")
+    if '..' in re.split(r'[/\\]', rel): raise UnsafePathError("'..' is not allowed")
+    base = Path(root).resolve()
+    try: real = (base / rel).resolve()
+    except (OSError, RuntimeError) as e: raise UnsafePathError(f"cannot be resolved: {e}") from None
+    if not real.is_relative_to(base):
+        raise UnsafePathError(f"resolves to {real}, outside the root {base} (a symlink)")
+    return real
 
 # %% ../nbs/08_boxgen.ipynb #571c83eb
 CIRR_SPLITS = ('train', 'val', 'test1')
 
 def find_split_file(root, split: str) -> Path:
-    "The `split.rc2.<split>.json` of a CIRR root, in SPRC's layout (`cirr/image_splits`) or the plain one (`image_splits`)."
-    if split not in CIRR_SPLITS: raise ValueError(f"split must be one of {CIRR_SPLITS}, got {split!r}")
+    "The `split.rc2.<split>.json` of a CIRR root, in SPRC's layout or the plain one."
+    if split not in CIRR_SPLITS:
+        raise ValueError(f"split must be one of {CIRR_SPLITS}, got {split!r}")
     root = Path(root)
-    tried = [root / 'cirr' / 'image_splits' / f'split.rc2.{split}.json', root / 'image_splits' / f'split.rc2.{split}.json']
+    tried = [root / 'cirr' / 'image_splits' / f'split.rc2.{split}.json',
+             root / 'image_splits' / f'split.rc2.{split}.json']
     for p in tried:
         if p.is_file(): return p
-    raise FileNotFoundError(f"CIRR split file for {split!r} not found; looked for {', '.join(map(str, tried))}")
+    raise FileNotFoundError(f"CIRR split file for {split!r} not found; "
+                            f"looked for {', '.join(map(str, tried))}")
+
+def split_entries(root, split: str, max_images: int | None = None) -> dict:
+    "The first `max_images` entries of a CIRR split file, image name → path as written (unchecked)."
+    split_file = find_split_file(root, split)
+    try: names = json.loads(split_file.read_bytes())
+    except ValueError as e: raise ValueError(f"{split_file} is not valid JSON: {e}") from None
+    if not isinstance(names, dict):
+        raise ValueError(f"{split_file}: expected a mapping of image names to paths")
+    return dict(list(names.items())[:max_images])
+
+def cirr_split(root, split: str, max_images: int | None = None, *,
+               shard: tuple[int, int] | None = None) -> tuple[dict[str, Path], dict[str, str]]:
+    "Name → real path of the entries inside `root`, and name → why for those refused, in order."
+    entries = split_entries(root, split, max_images)
+    if shard and shard[1] > 1:
+        from boxrefine.dist import shard_items
+        entries = dict(shard_items(entries.items(), *shard))
+    images, refused = {}, {}
+    for name, rel in entries.items():
+        try: images[name] = path_in_root(root, rel)
+        except UnsafePathError as e: refused[name] = f"refused split entry {rel!r:.200}: {e}"
+    return images, refused
 
 def cirr_images(root, split: str, max_images: int | None = None) -> dict[str, Path]:
-    "Image name → image path for a CIRR split, in the split file's order (the first `max_images`)."
-    split_file = find_split_file(root, split)
-    names = json.loads(split_file.read_text())
-    if not isinstance(names, dict): raise ValueError(f"{split_file}: expected a mapping of image names to paths")
-    items = list(names.items())[:max_images]
-    return {name: (Path(root) / rel).resolve() for name, rel in items}
+    "Image name → real path for the entries of a CIRR split that stay inside `root`."
+    return cirr_split(root, split, max_images)[0]
 
 # %% ../nbs/08_boxgen.ipynb #7e1db526
 IMAGE_ERRORS = (FileNotFoundError, ImageLoadError)
 
-@contextmanager
-def quiet_opencv():
-    "Silence OpenCV's own log lines (a corrupt PNG prints `[ERROR] readHeader ...`): we raise our own error."
-    level = cv2.utils.logging.getLogLevel()
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
-    try: yield
-    finally: cv2.utils.logging.setLogLevel(level)
-
 def read_image(path) -> np.ndarray:
-    "An image as an HxWx3 BGR uint8 array; `FileNotFoundError` or `ImageLoadError` (as `load_image`) names a bad file."
-    path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f"image not found: {path}")
-    with quiet_opencv(): img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None or img.size == 0: raise ImageLoadError(f"cannot decode image {path}")
-    return img
+    "An image as an HxWx3 BGR uint8 array, read by `load_image` (its errors name a bad file)."
+    return cv2.cvtColor(np.asarray(load_image(path)), cv2.COLOR_RGB2BGR)
 
 # %% ../nbs/08_boxgen.ipynb #d752618c
 SALIENCY_WORK_SIZE = 256   # long side of the image the saliency map is computed on
@@ -81,6 +112,9 @@ def _spectral_residual(image: np.ndarray, factor: int = 1) -> np.ndarray:
     residual = log_amp - cv2.blur(log_amp, (3, 3))
     # exp(residual + i·phase) = exp(residual) · spectrum / |spectrum|: no complex exponential needed
     sal = np.abs(scipy.fft.ifft2(spectrum * (np.exp(residual) / amp), axes=(0, 1))) ** 2
+    # a flat channel (a and b of a grey image) has an all-zero spectrum: its 1e-8 floor makes a
+    # huge constant map that swamps the other channels in float32; it is not salient anywhere
+    sal[..., small.reshape(-1, small.shape[-1]).std(0) < 1e-3] = 0
     sal = cv2.GaussianBlur(sal.sum(-1).astype(np.float32), (0, 0), 2 / factor)
     return sal if factor == 1 else cv2.resize(sal, image.shape[1::-1], interpolation=cv2.INTER_LINEAR)
 
@@ -121,34 +155,91 @@ def _ultralytics():
     import ultralytics
     return ultralytics
 
-def resolve_yolo_weights(weights: str = 'yolov8n.pt', allow_random_init: bool = False) -> tuple[str, bool]:
-    "The local weights file (or model config) to build YOLO from, and whether it is a random-init config."
+UNTRUSTED_WEIGHTS = ("{weights}: YOLO weights are loaded with pickle, and a .pt file is a Python "
+                     "pickle that can run any code when loaded; pass --trust-weights "
+                     "(trust_weights=True) only for a file you trust, such as yolov8n.pt from "
+                     "the ultralytics releases, or use --method saliency")
+
+def _is_layer_class(obj) -> bool:
+    return isinstance(obj, type) and issubclass(obj, torch.nn.Module)
+
+def _literal_nn_call(spec) -> bool:
+    "Whether `spec` reads `nn.<Layer>(...)` or `torch.nn.<Layer>(...)` with literal arguments only."
+    try:
+        call = ast.parse(str(spec).strip(), mode='eval').body
+        if not isinstance(call, ast.Call): return False
+        func = ast.unparse(call.func)
+        if not re.fullmatch(r'(torch\.)?nn\.[A-Za-z_]\w*', func): return False
+        for a in [*call.args, *(k.value for k in call.keywords)]: ast.literal_eval(a)
+    except (SyntaxError, ValueError, TypeError, RecursionError, MemoryError): return False
+    layer = getattr(torch.nn, func.rsplit('.', 1)[1], None)
+    return _is_layer_class(layer) and all(k.arg for k in call.keywords)
+
+def check_yolo_config(config) -> dict:
+    "The model dict of a YOLO config, refused if ultralytics would run code from it."
+    _ultralytics()
+    import torchvision.ops
+    from ultralytics.nn import tasks
+    d = tasks.yaml_model_load(config)
+    refuse = lambda why: ValueError(f"YOLO model config {config}: {why}; refused, "
+                                    "as ultralytics would run it as Python code")
+    act = d.get('activation')
+    if act is not None and not _literal_nn_call(act):
+        raise refuse(f"activation {str(act)!r:.100} is not a torch.nn layer with literal arguments")
+    layers = [d.get('backbone'), d.get('head')]
+    if not all(isinstance(part, list) for part in layers):
+        raise refuse("no backbone and head lists")
+    for i, layer in enumerate(layers[0] + layers[1]):
+        name = layer[2] if isinstance(layer, list) and len(layer) == 4 else None
+        if not isinstance(name, str):
+            raise refuse(f"layer {i} is not [from, repeats, module, args]")
+        if name.startswith('nn.'): obj = getattr(torch.nn, name[3:], None)
+        elif name.startswith('torchvision.ops.'): obj = getattr(torchvision.ops, name[16:], None)
+        else: obj = vars(tasks).get(name)
+        if not _is_layer_class(obj):
+            raise refuse(f"layer {i} names {name!r:.100}, which is not a torch.nn.Module class")
+    return d
+
+def resolve_yolo_weights(weights: str = 'yolov8n.pt', allow_random_init: bool = False, *,
+                         trust_weights: bool = False) -> tuple[str, bool]:
+    "The local weights file (or checked model config) to build YOLO from, and whether it is one."
     if str(weights).endswith(('.yaml', '.yml')):
         if not allow_random_init:
-            raise ValueError(f"{weights} is a model configuration without weights: pass real weights with --weights, "
-                             "or allow a random-init model explicitly (--allow-random-init)")
+            raise ValueError(f"{weights} is a model configuration without weights: pass real "
+                             "weights with --weights, or allow a random-init model explicitly "
+                             "(--allow-random-init)")
+        check_yolo_config(weights)
         return str(weights), True
+    if not trust_weights: raise ValueError(UNTRUSTED_WEIGHTS.format(weights=weights))
+    _ultralytics()
     from ultralytics.utils import SETTINGS
     candidates = [Path(weights), Path(SETTINGS['weights_dir']) / Path(weights).name]
     for c in candidates:
         if c.is_file(): return str(c.resolve()), False
-    raise FileNotFoundError(f"YOLO weights {weights} not found (looked in {', '.join(str(c) for c in candidates)}); nothing is "
-                            "downloaded here: copy the .pt file (e.g. yolov8n.pt from the ultralytics releases) to this "
-                            "machine and pass --weights PATH, or use --method saliency")
+    raise FileNotFoundError(f"YOLO weights {weights} not found (looked in "
+                            f"{', '.join(str(c) for c in candidates)}); nothing is downloaded "
+                            "here: copy the .pt file (e.g. yolov8n.pt from the ultralytics "
+                            "releases) to this machine and pass --weights PATH, or use "
+                            "--method saliency")
 
-def load_yolo(weights: str = 'yolov8n.pt', allow_random_init: bool = False):
-    "An ultralytics YOLO model from local weights, and a dict describing them."
-    path, random_init = resolve_yolo_weights(weights, allow_random_init)
+def load_yolo(weights: str = 'yolov8n.pt', allow_random_init: bool = False, *,
+              trust_weights: bool = False):
+    "An ultralytics YOLO model from local weights (trusted) or a checked config, and a description."
+    path, random_init = resolve_yolo_weights(weights, allow_random_init,
+                                             trust_weights=trust_weights)
     _ultralytics()
     from ultralytics import YOLO
     if random_init:
         import warnings
-        warnings.warn(f"YOLO is built from {path} WITHOUT weights (random init): its boxes mean nothing", UserWarning, stacklevel=2)
+        warnings.warn(f"YOLO is built from {path} WITHOUT weights (random init): its boxes mean "
+                      "nothing", UserWarning, stacklevel=2)
     return YOLO(path), {'weights': path, 'random_init': random_init}
 
-def yolo_boxes(model, images: list[np.ndarray], conf: float = 0.25, classes=None, device=None, imgsz: int = 640) -> list[list[dict]]:
+def yolo_boxes(model, images: list[np.ndarray], conf: float = 0.25, classes=None, device=None,
+               imgsz: int = 640) -> list[list[dict]]:
     "YOLO boxes (original pixels, `xyxy`) for a batch of BGR images, one list per image."
-    results = model.predict(images, conf=conf, classes=classes, device=device, imgsz=imgsz, batch=len(images), verbose=False)
+    results = model.predict(images, conf=conf, classes=classes, device=device, imgsz=imgsz,
+                            batch=len(images), verbose=False)
     out = []
     for r in results:
         b = r.boxes
@@ -179,7 +270,8 @@ def meta_path(output) -> Path:
 
 def default_output(method: str, split: str, shard: tuple[int, int] | None = None) -> str:
     "`cirr_boxes_<method>_<split>.json`, or `….shard-<i>-of-<n>.json` for one shard of a split."
-    return f"cirr_boxes_{method}_{split}" + (f".shard-{shard[0]}-of-{shard[1]}" if shard and shard[1] > 1 else '') + ".json"
+    part = f".shard-{shard[0]}-of-{shard[1]}" if shard and shard[1] > 1 else ''
+    return f"cirr_boxes_{method}_{split}{part}.json"
 
 def _round_box(b: dict) -> dict:
     return {'xyxy': [round(float(v), 2) for v in b['xyxy']], 'score': round(float(b['score']), 4),
@@ -187,59 +279,97 @@ def _round_box(b: dict) -> dict:
 
 def _versions() -> dict:
     import boxrefine
-    out = {'boxrefine': boxrefine.__version__, 'torch': torch.__version__, 'opencv': cv2.__version__, 'numpy': np.__version__}
+    out = {'boxrefine': boxrefine.__version__, 'torch': torch.__version__,
+           'opencv': cv2.__version__, 'numpy': np.__version__}
     try:
         from importlib.metadata import version
         out['ultralytics'] = version('ultralytics')
     except Exception: pass
     return out
 
-def _load_previous(output: Path, params: dict, overwrite: bool) -> tuple[dict, dict]:
-    "Boxes and image sizes of an earlier run of the same parameters (resume), or nothing."
-    if overwrite or not output.exists(): return {}, {}
-    try:
-        boxes, meta = json.loads(output.read_text()), json.loads(meta_path(output).read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"{output} exists but cannot be resumed ({type(e).__name__}: {e}); pass --overwrite to start again") from None
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+def write_boxes(output, boxes: dict, meta: dict, previous: str | None = None) -> str:
+    "Write the sidecar, then the boxes file it names by digest; returns that digest."
+    output = Path(output)
+    data = (json.dumps(boxes, indent=1) + '\n').encode()
+    digest = _digest(data)
+    side = {**meta, 'boxes_sha256': digest, 'previous_sha256': previous}
+    atomic_write_bytes(meta_path(output), (json.dumps(side, indent=1) + '\n').encode(), fsync=False)
+    atomic_write_bytes(output, data, fsync=False)
+    return digest
+
+def _load_previous(output: Path, params: dict, overwrite: bool) -> tuple[dict, dict, str | None]:
+    "Boxes, image sizes and digest of an earlier run of `params` that its sidecar vouches for."
+    if overwrite or not output.is_file(): return {}, {}, None
+    data = output.read_bytes()
+    try: meta = json.loads(meta_path(output).read_bytes())
+    except (OSError, ValueError): meta = None
+    digest = _digest(data)
+    if not isinstance(meta, dict) or digest not in (meta.get('boxes_sha256'),
+                                                    meta.get('previous_sha256')):
+        why = 'has no readable sidecar' if not isinstance(meta, dict) else 'is not the file ' \
+              f'{meta_path(output).name} describes'
+        print(f"{output} {why} (a run stopped between writing the two, or a file was changed): "
+              "starting again")
+        return {}, {}, None
     if meta.get('params') != params:
-        changed = sorted(k for k in set(params) | set(meta.get('params', {})) if params.get(k) != meta.get('params', {}).get(k))
+        old = meta.get('params') if isinstance(meta.get('params'), dict) else {}
+        changed = sorted(k for k in set(params) | set(old) if params.get(k) != old.get(k))
         raise ValueError(f"{output} was made with other parameters ({', '.join(changed)} differ); "
                          "pass --overwrite to replace it, or choose another --output")
-    return boxes, meta.get('image_sizes', {})
+    boxes, sizes = json.loads(data), meta.get('image_sizes')
+    if not isinstance(boxes, dict) or not isinstance(sizes, dict):
+        raise ValueError(f"{output} or its sidecar is malformed; pass --overwrite to start again")
+    boxes = {n: b for n, b in boxes.items() if n in sizes and isinstance(b, list)}
+    return boxes, {n: sizes[n] for n in boxes}, digest
 
-def generate_boxes(cirr_root, split: str, method: str = 'saliency', output=None, max_images: int | None = None,
-                   weights: str = 'yolov8n.pt', allow_random_init: bool = False, batch_size: int = 16, conf: float = 0.25,
-                   classes: list[int] | None = None, device=None, imgsz: int = 640, min_area: float = 0.01,
-                   max_boxes: int = 10, overlap_iou: float = 0.3, nms_iou: float = 0.5, save_every: int = 500,
-                   strict: bool = False, overwrite: bool = False, progress: bool = True,
-                   shard: tuple[int, int] | None = None) -> dict:
-    "Generate boxes for a CIRR split (or shard `(i, n)` of it) into `output`, resuming an earlier run of the same parameters."
-    from boxrefine.dist import shard_items
-    if method not in BOXGEN_METHODS: raise ValueError(f"method must be one of {BOXGEN_METHODS}, got {method!r}")
-    if batch_size < 1 or save_every < 1: raise ValueError("batch_size and save_every must be at least 1")
-    images = cirr_images(cirr_root, split, max_images)
-    if shard and shard[1] > 1: images = dict(shard_items(images.items(), *shard))
+def generate_boxes(cirr_root, split: str, method: str = 'saliency', output=None,
+                   max_images: int | None = None, weights: str = 'yolov8n.pt',
+                   allow_random_init: bool = False, batch_size: int = 16, conf: float = 0.25,
+                   classes: list[int] | None = None, device=None, imgsz: int = 640,
+                   min_area: float = 0.01, max_boxes: int = 10, overlap_iou: float = 0.3,
+                   nms_iou: float = 0.5, save_every: int = 500, strict: bool = False,
+                   overwrite: bool = False, progress: bool = True,
+                   shard: tuple[int, int] | None = None, *, trust_weights: bool = False) -> dict:
+    "Boxes for a CIRR split (or its shard `(i, n)`) into `output`; resumes a run of these params."
+    if method not in BOXGEN_METHODS:
+        raise ValueError(f"method must be one of {BOXGEN_METHODS}, got {method!r}")
+    if batch_size < 1 or save_every < 1:
+        raise ValueError("batch_size and save_every must be at least 1")
+    images, refused = cirr_split(cirr_root, split, max_images, shard=shard)
+    if strict and refused:
+        name = next(iter(refused))
+        raise UnsafePathError(f"{find_split_file(cirr_root, split)}: {name}: {refused[name]}")
+    n_images = len(images) + len(refused)
     output = Path(output or default_output(method, split, shard))
-    model, yinfo = load_yolo(weights, allow_random_init) if method != 'saliency' else (None, {})
-    params = {'method': method, 'split': split, 'max_images': max_images, 'min_area': min_area, 'max_boxes': max_boxes}
-    if method != 'saliency': params |= {'weights': yinfo['weights'], 'random_init': yinfo['random_init'], 'conf': conf,
-                                        'classes': classes, 'imgsz': imgsz}
+    model, yinfo = (load_yolo(weights, allow_random_init, trust_weights=trust_weights)
+                    if method != 'saliency' else (None, {}))
+    params = {'method': method, 'split': split, 'max_images': max_images, 'min_area': min_area,
+              'max_boxes': max_boxes}
+    if method != 'saliency':
+        params |= {'weights': yinfo['weights'], 'random_init': yinfo['random_init'], 'conf': conf,
+                   'classes': classes, 'imgsz': imgsz}
     if method == 'hybrid': params |= {'overlap_iou': overlap_iou, 'nms_iou': nms_iou}
     if shard and shard[1] > 1: params['shard'] = list(shard)
-    boxes, sizes = _load_previous(output, params, overwrite)
-    failed: dict[str, str] = {}
+    boxes, sizes, on_disk = _load_previous(output, params, overwrite)
+    boxes = {n: b for n, b in boxes.items() if n in images}   # never keep a refused entry
+    failed: dict[str, str] = dict(refused)                      # listed like images that failed
     todo = [n for n in images if n not in boxes]
     t0, done_now = time.perf_counter(), 0
 
     def save(complete: bool):
+        nonlocal on_disk
         ordered = {n: boxes[n] for n in images if n in boxes}
-        meta = {'params': params, 'cirr_root': str(Path(cirr_root).resolve()), 'versions': _versions(),
-                'images': len(images), 'done': len(ordered), 'failed': failed, 'complete': complete,
-                'random_init': bool(yinfo.get('random_init', False)), 'image_sizes': {n: sizes[n] for n in ordered}}
-        atomic_write_json(output, ordered, fsync=False)
-        atomic_write_json(meta_path(output), meta, indent=1, fsync=False)
+        meta = {'params': params, 'cirr_root': str(Path(cirr_root).resolve()),
+                'versions': _versions(), 'images': n_images, 'done': len(ordered),
+                'failed': failed, 'complete': complete,
+                'random_init': bool(yinfo.get('random_init', False)),
+                'image_sizes': {n: sizes[n] for n in ordered}}
+        on_disk = write_boxes(output, ordered, meta, previous=on_disk)
 
-    if boxes: print(f"resuming {output}: {len(boxes)} of {len(images)} images done, {len(todo)} to go")
+    if boxes: print(f"resuming {output}: {len(boxes)} of {n_images} images done, {len(todo)} to go")
     bar = tqdm(total=len(todo), desc=f"boxgen {method} {split}", unit='img', disable=not progress)
     since_save = 0
     for start in range(0, len(todo), batch_size):
@@ -250,39 +380,54 @@ def generate_boxes(cirr_root, split: str, method: str = 'saliency', output=None,
                 if strict: raise
                 failed[name] = str(e)
         if names:
-            found_yolo = yolo_boxes(model, pics, conf, classes, device, imgsz) if model is not None else [[] for _ in pics]
+            found_yolo = (yolo_boxes(model, pics, conf, classes, device, imgsz)
+                          if model is not None else [[] for _ in pics])
             for name, pic, yb in zip(names, pics, found_yolo):
                 sb = saliency_boxes(pic, min_area, max_boxes) if method != 'yolo' else []
-                found = yb if method == 'yolo' else sb if method == 'saliency' else merge_hybrid(yb, sb, overlap_iou, nms_iou)
+                found = (yb if method == 'yolo' else sb if method == 'saliency'
+                         else merge_hybrid(yb, sb, overlap_iou, nms_iou))
                 boxes[name] = [_round_box(b) for b in found]
                 sizes[name] = [pic.shape[1], pic.shape[0]]
         n = len(todo[start:start + batch_size]); done_now += len(names); since_save += n
-        bar.update(n); bar.set_postfix({'img/s': f"{done_now / (time.perf_counter() - t0):.1f}", 'failed': len(failed)})
+        bar.update(n)
+        bar.set_postfix({'img/s': f"{done_now / (time.perf_counter() - t0):.1f}",
+                         'failed': len(failed)})
         if since_save >= save_every: save(False); since_save = 0
     bar.close()
     save(True)
     elapsed = time.perf_counter() - t0
-    summary = {'output': str(output), 'images': len(images), 'with_boxes': sum(bool(b) for b in boxes.values()),
-               'boxes': sum(len(b) for b in boxes.values()), 'processed_now': done_now, 'failed': len(failed),
-               'seconds': round(elapsed, 2), 'images_per_s': round(done_now / elapsed, 2) if elapsed > 0 else None}
-    print(f"boxgen {method} {split}: {summary['boxes']} boxes on {summary['with_boxes']} of {len(images)} images, "
-          f"{len(failed)} failed{' (listed in ' + str(meta_path(output)) + ')' if failed else ''}, "
-          f"{done_now} processed in {elapsed:.1f}s; wrote {output}")
+    summary = {'output': str(output), 'images': n_images,
+               'with_boxes': sum(bool(b) for b in boxes.values()),
+               'boxes': sum(len(b) for b in boxes.values()), 'processed_now': done_now,
+               'failed': len(failed), 'refused': len(refused), 'seconds': round(elapsed, 2),
+               'images_per_s': round(done_now / elapsed, 2) if elapsed > 0 else None}
+    listed = f" (listed in {meta_path(output)})" if failed else ''
+    print(f"boxgen {method} {split}: {summary['boxes']} boxes on {summary['with_boxes']} of "
+          f"{n_images} images, {len(failed)} failed{listed}, {done_now} processed in "
+          f"{elapsed:.1f}s; wrote {output}")
     return summary
 
 # %% ../nbs/08_boxgen.ipynb #36c022a5
 SIZE_BINS = (0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0001)
 
 def load_boxes(path) -> tuple[dict, dict]:
-    "A boxes file and its sidecar (empty if absent); a clear error on a malformed file."
+    "A boxes file and its sidecar (empty if absent); a clear error on a malformed or unmatched one."
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"boxes file not found: {path}")
-    try: boxes = json.loads(path.read_text())
-    except json.JSONDecodeError as e: raise ValueError(f"{path} is not valid JSON: {e}") from None
+    data = path.read_bytes()
+    try: boxes = json.loads(data)
+    except ValueError as e: raise ValueError(f"{path} is not valid JSON: {e}") from None
     if not isinstance(boxes, dict) or not all(isinstance(v, list) for v in boxes.values()):
         raise ValueError(f"{path}: expected a mapping of image names to lists of boxes")
     mp = meta_path(path)
-    return boxes, (json.loads(mp.read_text()) if mp.is_file() else {})
+    if not mp.is_file(): return boxes, {}
+    try: meta = json.loads(mp.read_bytes())
+    except ValueError as e: raise ValueError(f"{mp} is not valid JSON: {e}") from None
+    if not isinstance(meta, dict): raise ValueError(f"{mp}: expected a JSON object")
+    if meta.get('boxes_sha256') not in (None, _digest(data)):
+        raise ValueError(f"{path} is not the file {mp.name} describes: the run writing it was "
+                         "stopped (or is still running); run the same boxgen command to finish it")
+    return boxes, meta
 
 def box_stats(boxes: dict, meta: dict | None = None) -> dict:
     "Counts, boxes per image, boxes per source and a box-size histogram of a boxes mapping."
@@ -316,24 +461,40 @@ def format_stats(stats: dict) -> str:
         lines.append("box size (sqrt of area share): " + ", ".join(f"{k} {v}" for k, v in stats['size_histogram'].items()))
     return '\n'.join(lines)
 
+def safe_filename(name: str, suffix: str = '') -> str:
+    "`name` as one harmless file name (no `/`, `\\`, `..` or leading dot), unique per `name`."
+    safe = re.sub(r'[^A-Za-z0-9._-]', '_', str(name))[:150]
+    if not safe or safe.startswith('.'): safe = '_' + safe
+    if safe != name: safe += '-' + hashlib.sha256(str(name).encode()).hexdigest()[:10]
+    return safe + suffix
+
 def show_boxes(boxes_file, n: int = 8, out_dir='boxes_preview', cirr_root=None) -> list[Path]:
     "Draw the first `n` images that have boxes, with their boxes, to PNG files in `out_dir`."
     boxes, meta = load_boxes(boxes_file)
     root = cirr_root or meta.get('cirr_root')
-    if root is None: raise ValueError(f"{boxes_file} has no sidecar naming its CIRR root: pass --cirr-root")
+    if root is None:
+        raise ValueError(f"{boxes_file} has no sidecar naming its CIRR root: pass --cirr-root")
     images = cirr_images(root, meta.get('params', {}).get('split', 'val'))
+    with_boxes = [k for k, v in boxes.items() if v]
+    if any(k not in images for k in with_boxes):
+        print(f"not drawn: {sum(k not in images for k in with_boxes)} images with boxes that have "
+              f"no image inside {root} in this split")
     out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
     colours = {'yolo': (0, 160, 255), 'saliency': (60, 200, 60)}
     written = []
-    for name in [k for k, v in boxes.items() if v][:n]:
+    for name in [k for k in with_boxes if k in images][:n]:
         img = read_image(images[name])
         for b in boxes[name]:
             x0, y0, x1, y1 = (int(round(v)) for v in b['xyxy'])
             c = colours.get(b['source'], (255, 0, 255))
             cv2.rectangle(img, (x0, y0), (x1, y1), c, 2)
-            cv2.putText(img, f"{b['label']} {b['score']:.2f}", (x0 + 2, max(y0 + 12, 12)), cv2.FONT_HERSHEY_SIMPLEX, 0.4, c, 1)
-        path = out_dir / f"{name}.png"
-        cv2.imwrite(str(path), img); written.append(path)
+            cv2.putText(img, f"{b['label']} {b['score']:.2f}", (x0 + 2, max(y0 + 12, 12)),
+                        cv2.FONT_HERSHEY_SIMPLEX, 0.4, c, 1)
+        path = out_dir / safe_filename(name, '.png')
+        ok, png = cv2.imencode('.png', img)
+        if not ok: raise ImageLoadError(f"cannot encode the preview of {name!r}")
+        atomic_write_bytes(path, png.tobytes(), fsync=False)
+        written.append(path)
     return written
 
 # %% ../nbs/08_boxgen.ipynb #9f9ba5f7
@@ -358,7 +519,8 @@ def merge_boxes(output, shard_files: list, overwrite: bool = False) -> dict:
             if name in merged: duplicates.append(name); continue
             merged[name], sizes[name] = bs, m['image_sizes'][name]
         failed.update(m.get('failed', {}))
-    split_names = list(cirr_images(parts[0][2]['cirr_root'], params['split'], params.get('max_images')))
+    split_names = list(split_entries(parts[0][2]['cirr_root'], params['split'],
+                                   params.get('max_images')))
     missing = [n for n in split_names if n not in merged and n not in failed]
     ordered = {n: merged[n] for n in split_names if n in merged}
     meta = {**parts[0][2], 'params': params, 'done': len(ordered), 'images': len(split_names),
@@ -366,8 +528,7 @@ def merge_boxes(output, shard_files: list, overwrite: bool = False) -> dict:
             'complete': all(m.get('complete') for _, _, m in parts) and not missing,
             'image_sizes': {n: sizes[n] for n in ordered}, 'merged_from': [str(f) for f, _, _ in parts],
             'duplicates': sorted(set(duplicates)), 'missing': missing}
-    atomic_write_json(output, ordered, fsync=False)
-    atomic_write_json(meta_path(output), meta, indent=1, fsync=False)
+    write_boxes(output, ordered, meta)
     print(f"merged {len(parts)} shards into {output}: {len(ordered)} images, {len(meta['failed'])} failed, "
           f"{len(meta['duplicates'])} duplicated, {len(missing)} missing")
     return {'output': str(output), 'images': len(ordered), 'duplicates': meta['duplicates'], 'missing': missing}

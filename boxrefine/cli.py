@@ -8,9 +8,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 from typing import Callable
 
 from . import __version__
+
 
 # %% auto #0
 __all__ = ['COMMANDS', 'USER_ERRORS', 'subcommand', 'UserError', 'build_parser', 'main']
@@ -59,196 +61,565 @@ def main(argv: list[str] | None = None) -> int:
         print(f"boxrefine {args.command}: error: {msg}", file=sys.stderr)
         return 1
 
+# %% ../nbs/11_cli.ipynb #e22a58ae
+def _need_file(path, what: str):
+    "Raise `FileNotFoundError` naming `what` unless `path` is None or an existing file."
+    if path is not None and not Path(path).is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+
+def _need_dir(path, what: str):
+    "Raise `NotADirectoryError` naming `what` unless `path` is None or an existing folder."
+    if path is not None and not Path(path).is_dir():
+        raise NotADirectoryError(f"{what} not found: {path}")
+
+def _need_flags(command: str, flags: dict):
+    "Raise a `UserError` listing the flags (name → value) of `command` that were not given."
+    missing = [name for name, value in flags.items() if not value]
+    if missing:
+        raise UserError(f"{command} needs {', '.join(missing)}")
+
+
+# %% ../nbs/11_cli.ipynb #bc56f8b9
+def _positive_int(text: str) -> int:
+    "An argparse type: an integer of at least 1."
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
+
+def _shard_spec(text: str) -> str:
+    "An argparse type: a shard 'i/n' with 0 <= i < n (kept as text, for `current_shard`)."
+    try:
+        i, n = (int(x) for x in text.split('/'))
+    except ValueError:
+        msg = f"shard must look like i/n (e.g. 0/4), got {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+    if not 0 <= i < n:
+        raise argparse.ArgumentTypeError(f"shard {text!r}: need 0 <= i < n")
+    return text
+
+
 # %% ../nbs/11_cli.ipynb #794dc49b
 def _add_encoder_args(p: argparse.ArgumentParser):
-    p.add_argument('--model-type', default='vit_tiny', choices=['vit_tiny', 'vit_b', 'vit_l', 'vit_h'])
-    p.add_argument('--checkpoint', help='local HQ-SAM checkpoint file (.pth)')
+    "The HQ-SAM encoder's flags, for every subcommand that builds one."
+    p.add_argument('--model-type', default='vit_tiny',
+                   choices=['vit_tiny', 'vit_b', 'vit_l', 'vit_h'],
+                   help='HQ-SAM encoder (default: %(default)s)')
+    p.add_argument('--checkpoint', metavar='FILE',
+                   help='local HQ-SAM checkpoint file (.pth) of --model-type')
     p.add_argument('--allow-random-init', action='store_true',
-                   help='build the encoder without weights when no checkpoint is given (recorded as random_init)')
+                   help='build the encoder without weights when no checkpoint is given '
+                        '(recorded as random_init)')
     p.add_argument('--seed', type=int, default=0, help='seed of a random-init encoder')
-    p.add_argument('--device', default='cpu')
+    p.add_argument('--device', default='cpu',
+                   help='device of the encoder, e.g. cpu, cuda, cuda:1 (default: %(default)s)')
 
-@subcommand('cache', help='precompute, inspect or clear HQ-SAM feature caches')
-def _cache_command(p):
-    actions = p.add_subparsers(dest='action', metavar='ACTION', required=True)
-    pre = actions.add_parser('precompute', help='extract and store features for every image not yet cached')
-    pre.add_argument('--images', help='image folder (with --ann: the folder its file names are relative to)')
-    pre.add_argument('--ann', help='COCO annotation JSON listing the images')
-    pre.add_argument('--cache-dir', required=True)
-    pre.add_argument('--split', default='train')
-    pre.add_argument('--batch-size', type=int, default=4)
-    pre.add_argument('--storage-dtype', default='float16', choices=['float16', 'bfloat16', 'float32'])
-    pre.add_argument('--shard', metavar='I/N', help='only shard I of N of the images (default under torchrun: this process\'s rank)')
-    _add_encoder_args(pre)
-    pre.set_defaults(run=_run_precompute)
-    info = actions.add_parser('info', help='summarise the caches under a directory')
-    info.add_argument('cache_dir')
-    info.add_argument('--json', action='store_true', help='print JSON')
-    info.set_defaults(run=_run_cache_info)
-    clear = actions.add_parser('clear', help='remove caches under a directory')
-    clear.add_argument('cache_dir')
-    clear.add_argument('--fingerprint', help='only this fingerprint')
-    clear.add_argument('--split', help='only this split')
-    clear.set_defaults(run=_run_cache_clear)
+def _check_encoder_args(args):
+    "Weights for the encoder: an existing `--checkpoint`, or random init allowed explicitly."
+    _need_file(args.checkpoint, 'HQ-SAM checkpoint')
+    if args.checkpoint is None and not args.allow_random_init:
+        raise UserError(f"no HQ-SAM checkpoint given for {args.model_type}: pass --checkpoint "
+                        "FILE, or allow a randomly initialised encoder explicitly "
+                        "(--allow-random-init)")
 
 def _run_precompute(args):
-    import json, torch
+    if args.images is None and args.ann is None:
+        raise UserError("give an image folder (--images), a COCO annotation file (--ann), or both")
+    _need_dir(args.images, 'image folder')
+    _need_file(args.ann, 'COCO annotation file')
+    _check_encoder_args(args)
+    import json
+    import torch
+    from boxrefine.cache import remove_orphaned_temp
     from boxrefine.dist import current_shard, shard_items
     from boxrefine.features import HQSAMFeatures, cache_for, list_images, precompute
     images = shard_items(list_images(args.images, args.ann), *current_shard(args.shard))
-    extractor = HQSAMFeatures(args.model_type, args.checkpoint, args.allow_random_init, args.seed, args.device)
+    extractor = HQSAMFeatures(model_type=args.model_type, checkpoint=args.checkpoint,
+                              allow_random_init=args.allow_random_init, seed=args.seed,
+                              device=args.device)
     cache = cache_for(extractor, args.cache_dir, args.split, getattr(torch, args.storage_dtype))
+    stale = remove_orphaned_temp(cache.root)
+    if stale:
+        print(f"removed {_plural(len(stale), 'temporary file')} of killed writers from "
+              f"{cache.root}", file=sys.stderr)
     summary = precompute(extractor, cache, images, args.batch_size)
-    print(json.dumps({k: v for k, v in summary.items() if k != 'failed'} | {'failed': len(summary['failed'])}))
-    for f in summary['failed']: print(f"failed: {f['image']}: {f['error']}", file=sys.stderr)
+    counts = {k: v for k, v in summary.items() if k != 'failed'}
+    counts |= {'failed': len(summary['failed']), 'orphaned_tmp_removed': len(stale)}
+    print(json.dumps(counts))
+    for f in summary['failed']:
+        print(f"failed: {f['image']}: {f['error']}", file=sys.stderr)
+
+
+# %% ../nbs/11_cli.ipynb #930f5527
+def _mib(n: int) -> str: return f"{n / 2**20:.1f} MiB"
+
+def _plural(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else many or one + 's'}"
+
+def _cache_problems(c: dict) -> str:
+    "What is wrong in a `detect_caches` summary, as ', 2 invalid (1.0 MiB), ...' ('' if nothing)."
+    parts = []
+    if c.get('invalid'):
+        parts.append(f"{c['invalid']} invalid ({_mib(c['invalid_bytes'])})")
+    if c.get('orphaned_tmp'):
+        tmp = _plural(c['orphaned_tmp'], 'orphaned temporary file')
+        parts.append(f"{tmp} ({_mib(c['orphaned_tmp_bytes'])})")
+    if c.get('active_tmp'):
+        parts.append(f"{_plural(c['active_tmp'], 'temporary file')} in use")
+    return ''.join(f", {p}" for p in parts)
+
+def _info_errors(found: list[dict]) -> list[str]:
+    "The broken `fingerprint.json` messages of `detect_caches` summaries, one per fingerprint."
+    return list(dict.fromkeys(c['info_error'] for c in found if c['info_error']))
 
 def _run_cache_info(args):
+    _need_dir(args.cache_dir, 'cache folder')
     import json
+    import shlex
     from boxrefine.cache import detect_caches
-    found = detect_caches(args.cache_dir)
-    if args.json: print(json.dumps(found, indent=1)); return
-    if not found: print(f"no caches under {args.cache_dir}"); return
-    for c in found:
+    found = detect_caches(args.cache_dir, progress=True)
+    if args.json:
+        print(json.dumps(found, indent=1))
+        return
+    if not found:
+        print(f"no caches under {args.cache_dir}")
+        return
+    for c in (c for c in found if c['split'] is not None):
         rnd = ' RANDOM-INIT' if c['info'].get('random_init') else ''
-        print(f"{c['fingerprint']}/{c['split']}: {c['entries']} entries, {c['bytes'] / 2**20:.1f} MiB{rnd}")
+        size = f"{c['entries']} entries, {_mib(c['bytes'])}"
+        print(f"{c['fingerprint']}/{c['split']}: {size}{rnd}{_cache_problems(c)}")
+    errors = _info_errors(found)
+    for e in errors:
+        print(f"error: {e}")
+    if errors or any(c['invalid'] or c['orphaned_tmp'] for c in found):
+        verify = shlex.join(['boxrefine', 'cache', 'verify', str(args.cache_dir)])
+        print(f"`{verify}` checks every checksum; with --repair it removes what is broken "
+              "(precompute extracts those entries again)")
+
+def _remove_description(fp_dir: Path, error: str | None):
+    "Remove a cleared fingerprint's `fingerprint.json`, and its folder if nothing else is left."
+    info = fp_dir / 'fingerprint.json'
+    if info.is_file():
+        info.unlink()
+        if error:
+            print(f"removed the broken {info}")
+    try:
+        fp_dir.rmdir()
+    except OSError:   # not empty: something else lives there, keep it
+        pass
 
 def _run_cache_clear(args):
+    _need_dir(args.cache_dir, 'cache folder')
     import shutil
-    from pathlib import Path
     from boxrefine.cache import detect_caches
-    removed = 0
-    for c in detect_caches(args.cache_dir):
-        if args.fingerprint and c['fingerprint'] != args.fingerprint: continue
-        if args.split and c['split'] != args.split: continue
-        shutil.rmtree(Path(args.cache_dir) / c['fingerprint'] / c['split'], ignore_errors=True); removed += c['entries']
+    removed, descriptions = 0, {}
+    for c in detect_caches(args.cache_dir, check=False):
+        if args.fingerprint and c['fingerprint'] != args.fingerprint:
+            continue
+        if args.split and c['split'] != args.split:
+            continue
+        descriptions[c['fingerprint']] = c['info_error']
+        if c['split'] is None:
+            continue
+        shutil.rmtree(Path(args.cache_dir) / c['fingerprint'] / c['split'], ignore_errors=True)
+        removed += c['entries']
         print(f"removed {c['fingerprint']}/{c['split']} ({c['entries']} entries)")
+    if not args.split:
+        for fingerprint, error in descriptions.items():
+            _remove_description(Path(args.cache_dir) / fingerprint, error)
     print(f"{removed} entries removed")
+
+
+# %% ../nbs/11_cli.ipynb #c0bf2cb4
+def _print_verified(args, found: list[dict], totals: dict, errors: list[str]):
+    "What `cache verify` found (and removed), split by split, and what to do about it."
+    import shlex
+    for c in (c for c in found if c['split'] is not None):
+        valid = f"{c['valid']} of {c['entries']} entries valid"
+        print(f"{c['fingerprint']}/{c['split']}: {valid}{_cache_problems(c)}")
+        for f in c['invalid_files'][:10]:
+            print(f"  invalid {f['path']}: {f['problem']}")
+        if len(c['invalid_files']) > 10:
+            print(f"  ... and {len(c['invalid_files']) - 10} more (--json lists them all)")
+    for e in errors:
+        print(f"error: {e}")
+    tmp = _plural(totals['orphaned_tmp'], 'orphaned temporary file')
+    print(f"verified {_plural(totals['entries'], 'entry', 'entries')}: {totals['valid']} valid, "
+          f"{totals['invalid']} invalid; {tmp}")
+    if args.repair:
+        info = f", {_plural(totals['removed_info'], 'broken fingerprint.json')}"
+        print(f"removed {_plural(totals['removed_invalid'], 'invalid entry', 'invalid entries')}, "
+              f"{_plural(totals['removed_tmp'], 'orphaned temporary file')}"
+              f"{info if totals['removed_info'] else ''}; the next `boxrefine cache precompute` "
+              "(or train) extracts the removed entries again")
+    elif totals['invalid'] or totals['orphaned_tmp'] or errors:
+        which = [('--fingerprint', args.fingerprint), ('--split', args.split)]
+        cmd = ['boxrefine', 'cache', 'verify', str(args.cache_dir), '--repair']
+        cmd += [x for flag, value in which if value for x in (flag, value)]
+        print(f"to remove them: {shlex.join(cmd)} (the next precompute extracts removed entries "
+              "again)")
+
+def _run_cache_verify(args) -> int:
+    _need_dir(args.cache_dir, 'cache folder')
+    import json
+    from boxrefine.cache import verify_caches
+    try:
+        found = verify_caches(args.cache_dir, args.fingerprint, args.split, args.repair,
+                              args.threads, progress=True)
+    except PermissionError as e:
+        raise UserError(f"cannot remove {e.filename}: permission denied") from None
+    if not found and (args.fingerprint or args.split):
+        which = ' '.join(f"{k} {v}" for k, v in (('fingerprint', args.fingerprint),
+                                                   ('split', args.split)) if v)
+        raise UserError(f"no cache of {which} under {args.cache_dir} "
+                        f"(`boxrefine cache info {args.cache_dir}` lists them)")
+    keys = ('entries', 'valid', 'invalid', 'orphaned_tmp', 'removed_invalid', 'removed_tmp')
+    totals = {k: sum(c.get(k) or 0 for c in found) for k in keys}
+    errors = _info_errors(found)
+    totals['removed_info'] = len({c['fingerprint'] for c in found if c.get('removed_info')})
+    if args.json:
+        print(json.dumps(found, indent=1))
+    elif found:
+        _print_verified(args, found, totals, errors)
+    else:
+        print(f"no caches under {args.cache_dir}")
+    broken = totals['invalid'] or totals['orphaned_tmp'] or errors
+    return 1 if broken and not args.repair else 0
+
+
+# %% ../nbs/11_cli.ipynb #b0f18f4f
+_VERIFY_HELP = """Read every entry of the caches under CACHE_DIR and check its header and checksum;
+count the valid and invalid entries and the temporary files that killed writers left
+(orphaned: their PID runs no more here and they have been untouched for a minute).
+With --repair, remove the invalid entries (the next precompute, or training, extracts them
+again), those temporary files and a broken fingerprint.json (written again by the next
+precompute or train)."""
+_VERIFY_EXIT = ("exit status: 0 when nothing is broken, or --repair removed it; 1 when invalid "
+                "entries, orphaned temporary files or a broken fingerprint.json are left "
+                "(verify without --repair), or on an error")
+
+@subcommand('cache', help='precompute, inspect, verify or clear HQ-SAM feature caches')
+def _cache_command(p):
+    actions = p.add_subparsers(dest='action', metavar='ACTION', required=True)
+    pre = actions.add_parser('precompute',
+                             help='extract and store features for every image not yet cached')
+    pre.add_argument('--images', metavar='DIR',
+                     help='image folder (with --ann: the folder its file names are relative to)')
+    pre.add_argument('--ann', metavar='JSON', help='COCO annotation JSON listing the images')
+    pre.add_argument('--cache-dir', required=True, metavar='DIR',
+                     help='cache root: features go to DIR/<encoder fingerprint>/<split>')
+    pre.add_argument('--split', default='train',
+                     help='name of this image set in the cache (default: %(default)s)')
+    pre.add_argument('--batch-size', type=_positive_int, default=4,
+                     help='images per encoder pass (default: %(default)s)')
+    pre.add_argument('--storage-dtype', default='float16',
+                     choices=['float16', 'bfloat16', 'float32'],
+                     help='dtype of the stored features (default: %(default)s)')
+    pre.add_argument('--shard', type=_shard_spec, metavar='I/N',
+                     help="only shard I of N of the images "
+                          "(default under torchrun: this process's rank)")
+    _add_encoder_args(pre)
+    pre.set_defaults(run=_run_precompute)
+    info = actions.add_parser(
+        'info', help='summarise the caches under a directory',
+        description='Summarise the caches under a directory: entries, bytes, the encoder, '
+                    'entries whose header is invalid, temporary files of killed writers and a '
+                    'broken fingerprint.json. A quick check of headers only (verify reads every '
+                    'checksum); the exit status is 0 whatever it finds.')
+    info.add_argument('cache_dir', metavar='CACHE_DIR', help='cache root (precompute --cache-dir)')
+    info.add_argument('--json', action='store_true', help='print JSON')
+    info.set_defaults(run=_run_cache_info)
+    verify = actions.add_parser('verify', help="check every entry's checksum (--repair: remove "
+                                               "what is broken)",
+                                description=_VERIFY_HELP, epilog=_VERIFY_EXIT)
+    verify.add_argument('cache_dir', metavar='CACHE_DIR',
+                        help='cache root (precompute --cache-dir)')
+    verify.add_argument('--repair', action='store_true',
+                        help='remove invalid entries, orphaned temporary files and a broken '
+                             'fingerprint.json')
+    verify.add_argument('--fingerprint', help='only the caches of this encoder fingerprint')
+    verify.add_argument('--split', help='only the caches of this split')
+    verify.add_argument('--threads', type=_positive_int, default=8,
+                        help='entries read at once (default: %(default)s)')
+    verify.add_argument('--json', action='store_true', help='print JSON')
+    verify.set_defaults(run=_run_cache_verify)
+    clear = actions.add_parser('clear', help='remove caches under a directory')
+    clear.add_argument('cache_dir', metavar='CACHE_DIR', help='cache root (precompute --cache-dir)')
+    clear.add_argument('--fingerprint', help='only the caches of this encoder fingerprint')
+    clear.add_argument('--split', help='only the caches of this split')
+    clear.set_defaults(run=_run_cache_clear)
+
 
 # %% ../nbs/11_cli.ipynb #4fd9ff7e
 @subcommand('train', help='train the box refiner from a YAML config')
 def _train_command(p):
-    p.add_argument('--config', required=True, help='YAML config (sections data, training, hqsam, model, optimization, output)')
-    p.add_argument('--fast', action='store_true', help='sample ratio 0.1, mixed precision, batch size x2 (max 32), learning rate x2')
+    p.add_argument('--config', required=True, metavar='YAML',
+                   help='YAML config (sections data, training, hqsam, model, optimization, output)')
+    p.add_argument('--fast', action='store_true',
+                   help='sample ratio 0.1, mixed precision, batch size x2 (max 32), '
+                        'learning rate x2')
     p.add_argument('--debug', action='store_true', help='100 images, 1 epoch')
     p.add_argument('--resume', metavar='CKPT', help='continue from a checkpoint (last.pt)')
-    p.add_argument('--clear-cache', action='store_true', help="remove this encoder's cached features first")
+    p.add_argument('--clear-cache', action='store_true',
+                   help="remove this encoder's cached features first")
     p.add_argument('--out', metavar='DIR', help='output folder (default: output.dir of the config)')
     p.set_defaults(run=_run_train)
 
 def _run_train(args):
+    _need_file(args.config, 'config file')
+    _need_file(args.resume, 'checkpoint')
     from boxrefine.train import TrainConfig, apply_modes, train_refiner
     cfg = apply_modes(TrainConfig.load(args.config), args.fast, args.debug)
     train_refiner(cfg, args.out, args.resume, args.clear_cache)
 
-@subcommand('demo', help='train a box refiner on a synthetic shapes dataset, end to end, in a few CPU minutes')
+@subcommand('demo', help='train a box refiner on a synthetic shapes dataset, end to end, '
+                          'in a few CPU minutes')
 def _demo_command(p):
-    p.add_argument('--out', default='boxrefine_demo', metavar='DIR', help='output folder (default: %(default)s)')
-    p.add_argument('--train-images', type=int, default=48)
-    p.add_argument('--val-images', type=int, default=16)
-    p.add_argument('--epochs', type=int, default=60)
-    p.add_argument('--seed', type=int, default=0)
-    p.set_defaults(run=lambda args: __import__('boxrefine.train', fromlist=['run_demo']).run_demo(
-        args.out, args.train_images, args.val_images, args.epochs, args.seed) and None)
+    p.add_argument('--out', default='boxrefine_demo', metavar='DIR',
+                   help='output folder (default: %(default)s)')
+    p.add_argument('--train-images', type=_positive_int, default=48, metavar='N',
+                   help='synthetic training images (default: %(default)s)')
+    p.add_argument('--val-images', type=_positive_int, default=16, metavar='N',
+                   help='synthetic validation images (default: %(default)s)')
+    p.add_argument('--epochs', type=_positive_int, default=60,
+                   help='training epochs (default: %(default)s)')
+    p.add_argument('--seed', type=int, default=0,
+                   help='seed of the dataset, the encoder and training (default: %(default)s)')
+    p.set_defaults(run=_run_demo)
+
+def _run_demo(args):
+    from boxrefine.train import run_demo
+    run_demo(out_dir=args.out, n_train=args.train_images, n_val=args.val_images, epochs=args.epochs,
+             seed=args.seed)
+
 
 # %% ../nbs/11_cli.ipynb #cdf088b9
 @subcommand('detr', help='train and evaluate Deformable DETR on COCO-format data')
 def _detr_command(p):
-    p.add_argument('--train-img', required=True, metavar='DIR'); p.add_argument('--train-ann', required=True, metavar='JSON')
-    p.add_argument('--val-img', metavar='DIR'); p.add_argument('--val-ann', metavar='JSON')
-    p.add_argument('--num-epochs', type=int, default=50); p.add_argument('--batch-size', type=int, default=2)
-    p.add_argument('--num-workers', type=int, default=0)
-    p.add_argument('--lr', type=float, default=2e-4); p.add_argument('--lr-backbone', type=float, help='default: lr / 10')
-    p.add_argument('--weight-decay', type=float, default=1e-4)
-    p.add_argument('--precision', default='fp32', choices=['auto', 'fp32', 'bf16', 'fp16'])
-    p.add_argument('--amp', action='store_const', dest='precision', const='auto', help='same as --precision auto')
-    p.add_argument('--pretrained', metavar='PATH', help='local model folder, or a model id in the local Hugging Face cache')
-    p.add_argument('--allow-random-init', action='store_true', help='build the model without weights (recorded as random_init)')
-    p.add_argument('--offline', action='store_true', default=True, help='never download (the default)')
-    p.add_argument('--online', action='store_false', dest='offline', help='let --pretrained download from the hub')
-    p.add_argument('--model-size', default='base', choices=['base', 'tiny'], help='architecture of a random-init model')
-    p.add_argument('--image-size', type=int, nargs=2, default=[800, 1333], metavar=('SHORT', 'LONG'))
-    p.add_argument('--score-threshold', type=float, default=0.05)
-    p.add_argument('--subset', type=int, metavar='N', help='only the first N images of each split')
-    p.add_argument('--backend', default='faster', choices=['faster', 'pycocotools'])
-    p.add_argument('--output-dir', default='runs/detr', metavar='DIR')
-    p.add_argument('--resume', metavar='CKPT'); p.add_argument('--device', default='cpu'); p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--train-img', required=True, metavar='DIR',
+                   help='folder of the training images')
+    p.add_argument('--train-ann', required=True, metavar='JSON',
+                   help='COCO annotation file of the training images')
+    p.add_argument('--val-img', metavar='DIR',
+                   help='folder of the validation images (with --val-ann)')
+    p.add_argument('--val-ann', metavar='JSON',
+                   help='COCO annotation file of the validation images, evaluated after each epoch')
+    p.add_argument('--num-epochs', type=_positive_int, default=50,
+                   help='training epochs (default: %(default)s)')
+    p.add_argument('--batch-size', type=_positive_int, default=2,
+                   help='images per batch, in each process (default: %(default)s)')
+    p.add_argument('--num-workers', type=int, default=None,
+                   help='DataLoader worker processes (default: from the CPU count)')
+    p.add_argument('--lr', type=float, default=2e-4, help='learning rate (default: %(default)s)')
+    p.add_argument('--lr-backbone', type=float,
+                   help='learning rate of the backbone (default: lr / 10)')
+    p.add_argument('--weight-decay', type=float, default=1e-4,
+                   help='AdamW weight decay (default: %(default)s)')
+    p.add_argument('--precision', default='fp32', choices=['auto', 'fp32', 'bf16', 'fp16'],
+                   help='auto: bf16 where supported, else fp16 with a GradScaler on CUDA, '
+                        'fp32 on the CPU (default: %(default)s)')
+    p.add_argument('--amp', action='store_const', dest='precision', const='auto',
+                   help='same as --precision auto')
+    p.add_argument('--pretrained', metavar='PATH',
+                   help='local model folder, or a model id in the local Hugging Face cache')
+    p.add_argument('--allow-random-init', action='store_true',
+                   help='build the model without weights (recorded as random_init)')
+    p.add_argument('--offline', action='store_true', default=True,
+                   help='never download (the default)')
+    p.add_argument('--online', action='store_false', dest='offline',
+                   help='let --pretrained download from the hub')
+    p.add_argument('--model-size', default='base', choices=['base', 'tiny'],
+                   help='architecture of a random-init model (default: %(default)s)')
+    p.add_argument('--image-size', type=int, nargs=2, default=[800, 1333],
+                   metavar=('SHORT', 'LONG'),
+                   help='resize images to a short side SHORT and a long side at most LONG '
+                        '(default: 800 1333)')
+    p.add_argument('--score-threshold', type=float, default=0.05,
+                   help='drop detections scoring less before evaluation (default: %(default)s)')
+    p.add_argument('--subset', type=_positive_int, metavar='N',
+                   help='only the first N images of each split')
+    p.add_argument('--backend', default='faster', choices=['faster', 'pycocotools'],
+                   help='COCO evaluation: faster-coco-eval or pycocotools (default: %(default)s)')
+    p.add_argument('--output-dir', default='runs/detr', metavar='DIR',
+                   help='folder for checkpoints, metrics.csv and report.json '
+                        '(default: %(default)s)')
+    p.add_argument('--resume', metavar='CKPT',
+                   help='continue from a checkpoint (last.pt of an earlier run)')
+    p.add_argument('--device', default='cpu',
+                   help='device, e.g. cpu, cuda; under torchrun one GPU per process '
+                        '(default: %(default)s)')
+    p.add_argument('--seed', type=int, default=0,
+                   help='seed of initialisation and shuffling (default: %(default)s)')
     p.set_defaults(run=_run_detr)
 
+def _check_detr_args(args):
+    "What `detr` can check before it imports torch: files, folders, weights or random init."
+    _need_dir(args.train_img, 'training image folder')
+    _need_file(args.train_ann, 'COCO annotation file')
+    if (args.val_img is None) != (args.val_ann is None):
+        raise UserError("give both --val-img and --val-ann, or neither")
+    _need_dir(args.val_img, 'validation image folder')
+    _need_file(args.val_ann, 'COCO annotation file')
+    _need_file(args.resume, 'checkpoint')
+    if args.pretrained is None and not args.allow_random_init:
+        raise UserError("no pretrained Deformable DETR weights given: pass --pretrained PATH "
+                        "(a local folder or a model id in the local Hugging Face cache), "
+                        "or allow a randomly initialised model with --allow-random-init")
+
 def _run_detr(args):
+    _check_detr_args(args)
     from boxrefine.detr import train_detr
-    train_detr(args.train_img, args.train_ann, args.val_img, args.val_ann, args.output_dir, args.num_epochs, args.batch_size,
-               args.num_workers, args.lr, args.lr_backbone, args.weight_decay, args.precision, args.pretrained,
-               args.allow_random_init, args.offline, args.model_size, tuple(args.image_size), args.score_threshold,
-               args.subset, args.backend, args.resume, args.device, args.seed)
+    train_detr(args.train_img, args.train_ann, val_img=args.val_img, val_ann=args.val_ann,
+               output_dir=args.output_dir, num_epochs=args.num_epochs, batch_size=args.batch_size,
+               num_workers=args.num_workers, lr=args.lr, lr_backbone=args.lr_backbone,
+               weight_decay=args.weight_decay, precision=args.precision, pretrained=args.pretrained,
+               allow_random_init=args.allow_random_init, offline=args.offline, size=args.model_size,
+               image_size=tuple(args.image_size), score_threshold=args.score_threshold,
+               subset=args.subset, backend=args.backend, resume=args.resume, device=args.device,
+               seed=args.seed)
 
 @subcommand('cocoeval', help='COCO bbox statistics of a detections file against a ground truth')
 def _cocoeval_command(p):
-    p.add_argument('gt', metavar='GT_JSON'); p.add_argument('detections', metavar='RESULTS_JSON')
-    p.add_argument('--backend', default='faster', choices=['faster', 'pycocotools'])
+    p.add_argument('gt', metavar='GT_JSON', help='COCO annotation file (the ground truth)')
+    p.add_argument('detections', metavar='RESULTS_JSON',
+                   help='COCO results file: a list of {image_id, category_id, bbox, score}')
+    p.add_argument('--backend', default='faster', choices=['faster', 'pycocotools'],
+                   help='faster-coco-eval or pycocotools (default: %(default)s)')
     p.add_argument('--json', action='store_true', help='print JSON')
     p.set_defaults(run=_run_cocoeval)
 
 def _run_cocoeval(args):
+    _need_file(args.gt, 'COCO annotation file')
+    _need_file(args.detections, 'results file')
     import json
     from boxrefine.detr import evaluate_detections
     stats = evaluate_detections(args.gt, args.detections, args.backend)
-    print(json.dumps(stats) if args.json else '\n'.join(f"{k:>6} {v:.4f}" for k, v in stats.items()))
+    table = '\n'.join(f"{k:>6} {v:.4f}" for k, v in stats.items())
+    print(json.dumps(stats) if args.json else table)
+
 
 # %% ../nbs/11_cli.ipynb #1699f455
 @subcommand('boxgen', help='generate boxes for CIRR images with yolo, saliency or both')
 def _boxgen_command(p):
-    p.usage = ('boxrefine boxgen --cirr-root DIR --method {yolo,saliency,hybrid} (--split S | --all-splits) [options]\n'
+    p.usage = ('boxrefine boxgen --cirr-root DIR --method {yolo,saliency,hybrid} '
+               '(--split S | --all-splits) [options]\n'
                '       boxrefine boxgen merge OUTPUT SHARD [SHARD ...] [--overwrite]')
-    p.add_argument('merge', nargs='*', metavar='merge OUTPUT SHARD', help='combine shard files into OUTPUT')
-    p.add_argument('--cirr-root', metavar='DIR', help='CIRR root (SPRC layout with cirr/image_splits, or image_splits)')
-    p.add_argument('--method', choices=['yolo', 'saliency', 'hybrid'])
+    p.add_argument('merge', nargs='*', metavar='merge OUTPUT SHARD',
+                   help='combine shard files into OUTPUT')
+    p.add_argument('--cirr-root', metavar='DIR',
+                   help='CIRR root (SPRC layout with cirr/image_splits, or image_splits); '
+                        'split entries outside it are refused and listed as failed')
+    p.add_argument('--method', choices=['yolo', 'saliency', 'hybrid'],
+                   help='yolo detections, CPU saliency boxes, or both merged')
     which = p.add_mutually_exclusive_group()
-    which.add_argument('--split', choices=['train', 'val', 'test1']); which.add_argument('--all-splits', action='store_true')
-    p.add_argument('--max-images', type=int, metavar='N', help='only the first N images of each split')
-    p.add_argument('--output', metavar='FILE', help='boxes file (a folder with --all-splits); default cirr_boxes_<method>_<split>.json')
-    p.add_argument('--weights', default='yolov8n.pt', help='local YOLO weights (.pt); a .yaml config needs --allow-random-init')
-    p.add_argument('--allow-random-init', action='store_true', help='allow a YOLO model config without weights (recorded)')
-    p.add_argument('--batch-size', type=int, default=16); p.add_argument('--conf', type=float, default=0.25)
+    which.add_argument('--split', choices=['train', 'val', 'test1'],
+                       help='the CIRR split to process')
+    which.add_argument('--all-splits', action='store_true', help='process train, val and test1')
+    p.add_argument('--max-images', type=_positive_int, metavar='N',
+                   help='only the first N images of each split')
+    p.add_argument('--output', metavar='FILE',
+                   help='boxes file (a folder with --all-splits); '
+                        'default cirr_boxes_<method>_<split>.json')
+    p.add_argument('--weights', default='yolov8n.pt',
+                   help='local YOLO weights (.pt, needs --trust-weights); a .yaml model config '
+                        'needs --allow-random-init')
+    p.add_argument('--trust-weights', action='store_true',
+                   help='load a .pt weights file: it is a Python pickle, and loading one runs '
+                        'whatever code it holds, so pass this only for a file you trust '
+                        '(e.g. yolov8n.pt from the ultralytics releases)')
+    p.add_argument('--allow-random-init', action='store_true',
+                   help='allow a YOLO model config without weights (recorded)')
+    p.add_argument('--batch-size', type=_positive_int, default=16,
+                   help='images per batch (default: %(default)s)')
+    p.add_argument('--conf', type=float, default=0.25,
+                   help='YOLO confidence threshold (default: %(default)s)')
     p.add_argument('--classes', type=int, nargs='+', metavar='C', help='YOLO class ids to keep')
-    p.add_argument('--imgsz', type=int, default=640, help='YOLO input size')
+    p.add_argument('--imgsz', type=_positive_int, default=640,
+                   help='YOLO input size (default: %(default)s)')
     p.add_argument('--device', help='YOLO device, e.g. cpu, 0')
-    p.add_argument('--min-area', type=float, default=0.01, help='smallest saliency box, as a fraction of the image')
-    p.add_argument('--max-boxes', type=int, default=10, help='saliency boxes per image')
-    p.add_argument('--save-every', type=int, default=500, metavar='N', help='write the output every N images')
+    p.add_argument('--min-area', type=float, default=0.01,
+                   help='smallest saliency box, as a fraction of the image (default: %(default)s)')
+    p.add_argument('--max-boxes', type=_positive_int, default=10,
+                   help='saliency boxes per image (default: %(default)s)')
+    p.add_argument('--save-every', type=_positive_int, default=500, metavar='N',
+                   help='write the output every N images (default: %(default)s)')
     p.add_argument('--strict', action='store_true', help='a missing or corrupt image is fatal')
-    p.add_argument('--overwrite', action='store_true', help='start again instead of resuming (merge: replace OUTPUT)')
-    p.add_argument('--shard', metavar='I/N', help='only shard I of N of each split, to its own file (default under torchrun: this process\'s rank)')
+    p.add_argument('--overwrite', action='store_true',
+                   help='start again instead of resuming (merge: replace OUTPUT)')
+    p.add_argument('--shard', type=_shard_spec, metavar='I/N',
+                   help="only shard I of N of each split, to its own file "
+                        "(default under torchrun: this process's rank)")
     p.set_defaults(run=_run_boxgen)
 
+def _run_boxgen_merge(args):
+    "`boxrefine boxgen merge OUTPUT SHARD [SHARD ...]`: check the files, then combine the shards."
+    if args.merge[0] != 'merge' or len(args.merge) < 3:
+        raise UserError("usage: boxrefine boxgen merge OUTPUT SHARD [SHARD ...]")
+    output, shards = args.merge[1], args.merge[2:]
+    if Path(output).exists() and not args.overwrite:
+        raise FileExistsError(f"{output} exists; pass --overwrite to replace it")
+    for f in shards:
+        _need_file(f, 'boxes file')
+    from boxrefine.boxgen import merge_boxes
+    merge_boxes(output, shards, overwrite=args.overwrite)
+
+def _check_boxgen_args(args):
+    "What `boxgen` can check before it imports torch: the flags it needs, the CIRR root, weights."
+    _need_flags('boxgen', {'--cirr-root': args.cirr_root, '--method': args.method,
+                           '--split or --all-splits': args.split or args.all_splits})
+    _need_dir(args.cirr_root, 'CIRR root')
+    is_config = str(args.weights).endswith(('.yaml', '.yml'))
+    if args.method != 'saliency' and is_config and not args.allow_random_init:
+        raise UserError(f"{args.weights} is a model configuration without weights: pass real "
+                        "weights with --weights, or allow a random-init model explicitly "
+                        "(--allow-random-init)")
+    if args.method != 'saliency' and not is_config and not args.trust_weights:
+        raise UserError(f"{args.weights}: YOLO weights are loaded with pickle, and a .pt file is "
+                        "a Python pickle that can run any code when loaded; pass --trust-weights "
+                        "only for a file you trust, such as yolov8n.pt from the ultralytics "
+                        "releases, or use --method saliency")
+
 def _run_boxgen(args):
-    from pathlib import Path
-    from boxrefine.boxgen import CIRR_SPLITS, default_output, generate_boxes, merge_boxes
-    from boxrefine.dist import current_shard
     if args.merge:
-        if args.merge[0] != 'merge' or len(args.merge) < 3: raise UserError("usage: boxrefine boxgen merge OUTPUT SHARD [SHARD ...]")
-        merge_boxes(args.merge[1], args.merge[2:], args.overwrite); return
-    missing = [f for f, v in (('--cirr-root', args.cirr_root), ('--method', args.method), ('--split or --all-splits', args.split or args.all_splits)) if not v]
-    if missing: raise UserError(f"boxgen needs {', '.join(missing)}")
+        return _run_boxgen_merge(args)
+    _check_boxgen_args(args)
+    from boxrefine.boxgen import CIRR_SPLITS, default_output, generate_boxes
+    from boxrefine.dist import current_shard
     shard = current_shard(args.shard)
-    splits = CIRR_SPLITS if args.all_splits else (args.split,)
-    for split in splits:
-        out = (Path(args.output or '.') / default_output(args.method, split, shard)) if args.all_splits else args.output
-        if out is None: out = default_output(args.method, split, shard)
-        elif shard[1] > 1 and not args.all_splits: out = str(Path(out).with_suffix('')) + f".shard-{shard[0]}-of-{shard[1]}.json"
-        generate_boxes(args.cirr_root, split, args.method, out, args.max_images, args.weights, args.allow_random_init,
-                       args.batch_size, args.conf, args.classes, args.device, args.imgsz, args.min_area, args.max_boxes,
-                       save_every=args.save_every, strict=args.strict, overwrite=args.overwrite, shard=shard)
+    for split in (CIRR_SPLITS if args.all_splits else (args.split,)):
+        if args.all_splits:
+            out = Path(args.output or '.') / default_output(args.method, split, shard)
+        elif args.output is None:
+            out = default_output(args.method, split, shard)
+        elif shard[1] > 1:
+            out = f"{Path(args.output).with_suffix('')}.shard-{shard[0]}-of-{shard[1]}.json"
+        else:
+            out = args.output
+        generate_boxes(cirr_root=args.cirr_root, split=split, method=args.method, output=out,
+                       max_images=args.max_images, weights=args.weights,
+                       allow_random_init=args.allow_random_init, batch_size=args.batch_size,
+                       conf=args.conf, classes=args.classes, device=args.device, imgsz=args.imgsz,
+                       min_area=args.min_area, max_boxes=args.max_boxes, save_every=args.save_every,
+                       strict=args.strict, overwrite=args.overwrite, shard=shard,
+                       trust_weights=args.trust_weights)
 
 @subcommand('boxstats', help='statistics of a boxes file (and previews with --show)')
 def _boxstats_command(p):
-    p.add_argument('file', metavar='FILE')
-    p.add_argument('--show', type=int, default=0, metavar='N', help='draw N images with their boxes')
-    p.add_argument('--out', default='boxes_preview', metavar='DIR', help='folder for --show (default: %(default)s)')
+    p.add_argument('file', metavar='FILE', help='boxes file written by boxrefine boxgen')
+    p.add_argument('--show', type=int, default=0, metavar='N',
+                   help='draw N images with their boxes')
+    p.add_argument('--out', default='boxes_preview', metavar='DIR',
+                   help='folder for --show; file names are made safe from image names, so every '
+                        'preview lands in it (default: %(default)s)')
     p.add_argument('--cirr-root', metavar='DIR', help='CIRR root, if the sidecar file is missing')
     p.add_argument('--json', action='store_true', help='print JSON')
     p.set_defaults(run=_run_boxstats)
 
 def _run_boxstats(args):
+    _need_file(args.file, 'boxes file')
     import json
     from boxrefine.boxgen import box_stats, format_stats, load_boxes, show_boxes
     stats = box_stats(*load_boxes(args.file))
@@ -256,3 +627,4 @@ def _run_boxstats(args):
     if args.show:
         written = show_boxes(args.file, args.show, args.out, args.cirr_root)
         print(f"drew {len(written)} images to {args.out}")
+

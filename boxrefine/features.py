@@ -22,26 +22,66 @@ from .boxes import denormalize
 from .cache import FeatureCache, content_key, dequantize
 
 # %% auto #0
-__all__ = ['IMAGE_EXTENSIONS', 'MODEL_TYPES', 'FEATURE_NAMES', 'CHANNEL_AXES', 'PREPROCESS_VERSION', 'THUMB_STRIDE',
-           'ImageLoadError', 'load_image', 'file_sha256', 'build_hqsam', 'HQSAMFeatures', 'feature_grid_boxes',
-           'stored_names', 'cache_for', 'extract_with_cache', 'list_images', 'InsufficientDiskSpace', 'entry_bytes',
-           'check_disk_space', 'precompute']
+__all__ = ['IMAGE_EXTENSIONS', 'MAX_IMAGE_PIXELS', 'MODEL_TYPES', 'FEATURE_NAMES', 'CHANNEL_AXES', 'PREPROCESS_VERSION',
+           'THUMB_STRIDE', 'ImageLoadError', 'load_image', 'file_sha256', 'build_hqsam', 'HQSAMFeatures',
+           'feature_grid_boxes', 'stored_names', 'cache_for', 'extract_with_cache', 'list_images',
+           'InsufficientDiskSpace', 'entry_bytes', 'check_disk_space', 'precompute']
 
 # %% ../nbs/03_features.ipynb #fc94ad11
+from PIL import ImageOps
+
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff')
+MAX_IMAGE_PIXELS = 100_000_000   # larger images are refused from their header, never decoded
 
 class ImageLoadError(ValueError):
-    "An image file that exists but cannot be decoded."
+    "An image file that exists but cannot be used: corrupt, truncated, too large, or an odd mode."
 
-def load_image(path) -> Image.Image:
-    "Open `path` as an RGB PIL image; a clear error names a missing or corrupt file."
+def _to_rgb(im: Image.Image, path: Path) -> Image.Image:
+    "`im` as 8-bit RGB, with the values that OpenCV and ultralytics read from the same file."
+    # PIL's convert('RGB') clips 16-bit grey to 0..255 (nearly all white); keep the high byte
+    # instead, which is what libpng and OpenCV do, so the whole 16-bit range maps onto 8 bits.
+    # Alpha is dropped (the stored colours stay), as OpenCV does: a background is not invented.
+    if im.mode.startswith('I;16') or im.mode == 'I':
+        a = np.asarray(im)
+        if im.mode == 'I' and a.size and (a.min() < 0 or a.max() > 65535):
+            raise ImageLoadError(f"cannot convert image {path}: 32-bit values beyond 16 bits")
+        return Image.fromarray((a >> 8).astype(np.uint8)).convert('RGB')
+    if im.mode == 'F':
+        raise ImageLoadError(f"cannot convert image {path}: floating-point pixels have no range")
+    return im.convert('RGB')
+
+def _pil_open():
+    "PIL's own `Image.open`, also once ultralytics has swapped in its own (on import)."
+    # ultralytics' version meets a file PIL cannot identify by trying to pip-install a HEIF plugin
+    op = Image.open
+    for _ in range(3):
+        if getattr(op, '__module__', None) == 'PIL.Image': break
+        op = getattr(op, '__globals__', {}).get('_image_open', op)
+    return op
+
+def load_image(path, *, max_pixels: int | None = None) -> Image.Image:
+    "Open `path` as an upright 8-bit RGB PIL image; `ImageLoadError` names a file it refuses."
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"image not found: {path}")
+    limit = MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
     try:
-        with Image.open(path) as im:
-            return im.convert('RGB')
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        with warnings.catch_warnings():
+            # PIL warns above its own limit (89 Mpx) and refuses twice that; `limit` decides here
+            warnings.simplefilter('ignore', Image.DecompressionBombWarning)
+            with _pil_open()(path) as im:   # reads the header only
+                w, h = im.size
+                if w * h > limit:
+                    raise ImageLoadError(f"image {path} is {w}x{h} ({w * h:,} pixels), over the "
+                                         f"limit of {limit:,} (MAX_IMAGE_PIXELS): not decoded")
+                im.load()   # decodes it all: a truncated file fails here
+                ImageOps.exif_transpose(im, in_place=True)
+                return _to_rgb(im, path)
+    except ImageLoadError: raise
+    except Image.DecompressionBombError as e:
+        raise ImageLoadError(f"image {path} is over the pixel limit, not decoded: {e}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as e:
         raise ImageLoadError(f"cannot decode image {path}: {e}") from None
+
 
 # %% ../nbs/03_features.ipynb #27cdf8e3
 MODEL_TYPES = ('vit_tiny', 'vit_b', 'vit_l', 'vit_h')
