@@ -39,12 +39,12 @@ VIT_H_INTERM = 1280
 
 
 def make_dataset(folder: Path, n: int) -> tuple[Path, Path]:
-    "n tiny distinct PNGs with a COCO file claiming 1024x768 images and two boxes each."
+    "n distinct flat 1024x768 PNGs (a few KB each) with a COCO file, two boxes an image."
     images = folder / 'images'
     images.mkdir(parents=True)
     coco = {'images': [], 'annotations': [], 'categories': [{'id': 1, 'name': 'thing'}]}
     for i in range(n):
-        Image.new('RGB', (8, 8), (i % 256, i // 256, 7)).save(images / f'{i:05d}.png')
+        Image.new('RGB', (1024, 768), (i % 256, i // 256, 7)).save(images / f'{i:05d}.png')
         coco['images'].append({'id': i + 1, 'file_name': f'{i:05d}.png', 'width': 1024, 'height': 768})
         for j, box in enumerate(([100, 120, 300, 200], [500, 300, 200, 250])):
             coco['annotations'].append({'id': 2 * i + j + 1, 'image_id': i + 1, 'category_id': 1,

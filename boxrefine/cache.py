@@ -31,6 +31,22 @@ __all__ = ['CACHE_FORMAT', 'SCALE_SUFFIX', 'STORAGE_DTYPES', 'ORPHAN_MIN_AGE', '
            'verify_caches']
 
 # %% ../nbs/02_cache.ipynb #2682f5c2
+import errno
+
+from .cli import DiskFullError   # torch-free, so that the CLI can catch it
+
+def _disk_full(path: Path, needed: int, err: OSError) -> DiskFullError:
+    "A one-line error for a write of `needed` bytes to `path` that found the disk full."
+    try:
+        free = f"{shutil.disk_usage(path.parent).free:,}"
+    except OSError:
+        free = 'an unknown number of'
+    what = 'disk full' if err.errno == errno.ENOSPC else 'disk quota exceeded'
+    e = DiskFullError(err.errno, f"{what} writing {path}: it needs {needed:,} bytes and "
+                                 f"{free} bytes are free there; nothing was written")
+    e.filename, e.needed = str(path), needed
+    return e
+
 def atomic_write_bytes(path, data: bytes | memoryview, fsync: bool = True) -> Path:
     "Write `data` to `path` atomically (temporary file in the same folder, fsync, rename)."
     path = Path(path)
@@ -42,8 +58,10 @@ def atomic_write_bytes(path, data: bytes | memoryview, fsync: bool = True) -> Pa
             if fsync:
                 f.flush(); os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise _disk_full(path, memoryview(data).nbytes, e) from e
         raise
     return path
 

@@ -15,7 +15,7 @@ from . import __version__
 
 
 # %% auto #0
-__all__ = ['COMMANDS', 'USER_ERRORS', 'subcommand', 'UserError', 'build_parser', 'main']
+__all__ = ['COMMANDS', 'USER_ERRORS', 'subcommand', 'UserError', 'DiskFullError', 'build_parser', 'main']
 
 # %% ../nbs/11_cli.ipynb #42b007f5
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {}
@@ -30,7 +30,13 @@ def subcommand(name: str, help: str):
 class UserError(Exception):
     "An error the user can fix from its message alone (printed without a traceback)."
 
-USER_ERRORS = (UserError, ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, KeyError)
+class DiskFullError(OSError):
+    "The disk filled up while writing; the message names the file, the bytes needed and the bytes free."
+    # Defined here, not in `boxrefine.cache` which raises it: this module must not import torch.
+    def __str__(self): return self.strerror
+
+USER_ERRORS = (UserError, ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, KeyError,
+               DiskFullError)
 
 # %% ../nbs/11_cli.ipynb #4bd2d7a0
 def build_parser() -> argparse.ArgumentParser:

@@ -21,7 +21,9 @@ from .boxes import clamp_boxes, convert_boxes, jitter_boxes, normalize, paired_i
 from .cache import CacheStats, FeatureCache, atomic_write_json
 
 # %% auto #0
-__all__ = ['SHAPE_CATEGORIES', 'make_shapes_dataset', 'load_coco_boxes', 'BoxRefinementDataset', 'collate_boxes', 'EpochBatches',
+__all__ = ['SHAPE_CATEGORIES', 'Id', 'Size', 'Coord', 'BBox', 'make_shapes_dataset', 'CocoImage', 'CocoAnnotation',
+           'CocoCategory', 'CocoFile', 'CocoFormatError', 'coco_problem', 'check_coco', 'read_coco', 'read_json',
+           'image_header_size', 'load_coco_boxes', 'BoxRefinementDataset', 'collate_boxes', 'EpochBatches',
            'FeatureBatches', 'release_batch']
 
 # %% ../nbs/04_data.ipynb #0ceea058
@@ -86,23 +88,180 @@ def make_shapes_dataset(root, n_train: int = 48, n_val: int = 16, size: tuple[in
                                                                'categories': SHAPE_CATEGORIES}, fsync=False)
     return out
 
+# %% ../nbs/04_data.ipynb #891c2071
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
+
+Id = Annotated[int, Strict()]
+Size = Annotated[int, Strict(), Field(ge=1)]
+Coord = Annotated[float, Strict()] | None    # NaN, inf, null: bad boxes, counted; not structural
+BBox = Annotated[list[Coord], Field(min_length=4, max_length=4)]
+
+class _CocoRecord(BaseModel):
+    model_config = ConfigDict(extra='allow')
+
+class CocoImage(_CocoRecord):
+    id: Id
+    file_name: Annotated[str, Strict(), Field(min_length=1)]
+    width: Size
+    height: Size
+
+class CocoAnnotation(_CocoRecord):
+    id: Id
+    image_id: Id
+    category_id: Id
+    bbox: BBox
+    iscrowd: Annotated[int, Field(ge=0, le=1)] = 0
+
+class CocoCategory(_CocoRecord):
+    id: Id
+
+class CocoFile(_CocoRecord):
+    "The structure of a COCO annotation file: what every reader here relies on."
+    images: list[CocoImage]
+    annotations: list[CocoAnnotation]
+    categories: list[CocoCategory] = []
+
+class CocoFormatError(ValueError):
+    "A COCO or detections file that is not what it claims; names the file, the record and the key."
+
+_KINDS = {'int_type': 'must be an integer', 'float_type': 'must be a number',
+          'string_type': 'must be a string', 'list_type': 'must be a list',
+          'finite_number': 'must be a finite number', 'too_short': 'is too short'}
+
+def _shown(v) -> str:
+    "A value for an error message: a container by its type, anything else by a short repr."
+    return f"a {type(v).__name__}" if isinstance(v, (dict, list)) else repr(v)[:80]
+
+def _what(err: dict) -> str:
+    "What a pydantic error says was expected, in this module's words."
+    kind, ctx = err['type'], err.get('ctx', {})
+    if kind in ('greater_than_equal', 'less_than_equal'):
+        return f"must be {'>=' if 'ge' in ctx else '<='} {ctx.get('ge', ctx.get('le'))}"
+    return _KINDS.get(kind, err['msg'][:1].lower() + err['msg'][1:])
+
+def _record_name(rec, part: str | None, i: int) -> str:
+    "'annotations[3] (id 17)', or 'detection 3 (image 42)' in a detections list."
+    rec = rec if isinstance(rec, dict) else {}
+    if part is None:
+        return f"detection {i}" + (f" (image {rec['image_id']!r})" if 'image_id' in rec else '')
+    return f"{part}[{i}]" + (f" (id {rec['id']!r})" if 'id' in rec else '')
+
+def coco_problem(err: dict, data, detections: bool = False) -> str:
+    "One pydantic error about a COCO dict (or a detections list) as 'record: key: expected (got)'."
+    loc, kind = err['loc'], err['type']
+    if not loc:
+        shape = ('a JSON list of detections' if detections
+                 else "a JSON object with 'images' and 'annotations' lists")
+        return f"must be {shape} (got {_shown(err['input'])})"
+    n = 1 if detections else 2                # a record is at (index,) or at (part, index)
+    if len(loc) < n or not isinstance(loc[n - 1], int):
+        if kind == 'missing':
+            return f"lacks the key {loc[0]!r}"
+        return f"{loc[0]}: {_what(err)} (got {_shown(err['input'])})"
+    rec = data[loc[0]] if detections else data[loc[0]][loc[1]]
+    where = _record_name(rec, None if detections else loc[0], loc[n - 1])
+    if len(loc) == n:
+        return f"{where}: must be a JSON object (got {_shown(rec)})"
+    key = loc[n]
+    if kind == 'missing':
+        return f"{where} lacks {key!r}"
+    if key == 'bbox':
+        finite = 'finite ' if kind == 'finite_number' else ''
+        return f"{where}: bbox: must be 4 {finite}numbers [x, y, w, h] (got {rec['bbox']!r})"
+    return f"{where}: {key}: {_what(err)} (got {_shown(err['input'])})"
+
+def _fail(source, problems: list[str]):
+    "Raise one `CocoFormatError` for `problems` (the first five, and how many more)."
+    if not problems:
+        return
+    more = f"; and {len(problems) - 5} more" if len(problems) > 5 else ''
+    raise CocoFormatError(f"{source}: " + '; '.join(problems[:5]) + more)
+
+def _duplicates(records: list[dict], key: str, part: str) -> list[str]:
+    "A problem for each record whose `key` an earlier record already has."
+    first, out = {}, []
+    for i, r in enumerate(records):
+        j = first.setdefault(r[key], i)
+        if j != i:
+            out.append(f"{part}[{i}]: duplicate {key} {r[key]!r} (also {part}[{j}])")
+    return out
+
+def check_coco(coco, source='COCO data', finite_boxes: bool = False) -> dict:
+    "`coco` if it is a well-formed COCO dict, else a `CocoFormatError` naming source, record, key."
+    try:
+        CocoFile.model_validate(coco)
+    except ValidationError as e:
+        _fail(source, [coco_problem(err, coco) for err in e.errors(include_url=False)])
+    images, anns, cats = coco['images'], coco['annotations'], coco.get('categories', [])
+    problems = _duplicates(images, 'id', 'images') + _duplicates(anns, 'id', 'annotations')
+    problems += _duplicates(cats, 'id', 'categories')
+    image_ids, cat_ids = {im['id'] for im in images}, {c['id'] for c in cats}
+    for i, a in enumerate(anns):
+        where = f"annotations[{i}] (id {a['id']})"
+        if a['image_id'] not in image_ids:
+            problems.append(f"{where}: image_id {a['image_id']} is not the id of any image")
+        if cats and a['category_id'] not in cat_ids:
+            problems.append(f"{where}: category_id {a['category_id']} is not among the categories")
+        if finite_boxes and not np.isfinite(np.asarray(a['bbox'], dtype=np.float64)).all():
+            problems.append(f"{where}: bbox must be 4 finite numbers (got {a['bbox']})")
+    _fail(source, problems)
+    return coco
+
+def read_coco(source, finite_boxes: bool = False) -> dict:
+    "A checked COCO dict (`check_coco`) from a dict or a JSON file; errors name the file."
+    if isinstance(source, dict):
+        return check_coco(source, 'COCO data', finite_boxes)
+    path = Path(source)
+    if not path.is_file():
+        raise FileNotFoundError(f"annotation file not found: {path}")
+    return check_coco(read_json(path), path, finite_boxes)
+
+def read_json(path):
+    "The content of a JSON file; a `CocoFormatError` names the file and the place it cannot parse."
+    try:
+        return json.loads(Path(path).read_bytes())
+    except json.JSONDecodeError as e:
+        at = f"line {e.lineno}, column {e.colno}"
+        raise CocoFormatError(f"{path}: not valid JSON: {e.msg} at {at}") from None
+    except UnicodeDecodeError as e:
+        raise CocoFormatError(f"{path}: not a JSON text file ({e.reason})") from None
+
+def image_header_size(path) -> tuple[int, int] | None:
+    "(width, height) of an image file, upright (EXIF), from its header; None if PIL cannot tell."
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+                turned = im.getexif().get(0x0112) in (5, 6, 7, 8)   # 90-degree EXIF orientations
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError):
+        return None          # not an image PIL knows: the image loader names it when it reads it
+    return (h, w) if turned else (w, h)
+
+
 # %% ../nbs/04_data.ipynb #beecd028
 def load_coco_boxes(ann_file, img_dir, min_size: float = 1.0, check_files: bool = True, verbose: bool = True,
-                    keep_empty: bool = False, skip_crowd: bool = False) -> tuple[list[dict], dict]:
+                    keep_empty: bool = False, skip_crowd: bool = False,
+                    coco: dict | None = None) -> tuple[list[dict], dict]:
     "Per-image records `{image_id, file, size (w, h), boxes (normalised xyxy), category_ids, ann_ids}` and a report of what was fixed."
     ann_file, img_dir = Path(ann_file), Path(img_dir)
-    if not ann_file.is_file(): raise FileNotFoundError(f"annotation file not found: {ann_file}")
-    coco = json.loads(ann_file.read_text())
-    report = {'images': len(coco.get('images', [])), 'boxes': 0, 'skipped_nonfinite': 0, 'skipped_degenerate': 0,
+    coco = read_coco(ann_file) if coco is None else check_coco(coco, ann_file)
+    report = {'images': len(coco['images']), 'boxes': 0, 'skipped_nonfinite': 0, 'skipped_degenerate': 0,
               'skipped_crowd': 0, 'clamped': 0, 'images_without_boxes': 0, 'missing_images': []}
     by_image: dict[int, list] = {}
-    for a in coco.get('annotations', []): by_image.setdefault(a['image_id'], []).append(a)
-    records = []
-    for info in coco['images']:
+    for a in coco['annotations']: by_image.setdefault(a['image_id'], []).append(a)
+    records, wrong_size = [], []
+    for i, info in enumerate(coco['images']):
         path = img_dir / info['file_name']
         if check_files and not path.is_file():
             report['missing_images'].append(info['file_name']); continue
         w, h = info['width'], info['height']
+        actual = image_header_size(path) if check_files else None
+        if actual is not None and actual != (w, h):
+            wrong_size.append(f"images[{i}] (id {info['id']}): width, height: {w}x{h}, but {path} is "
+                              f"{actual[0]}x{actual[1]}: its boxes would be wrong")
         boxes, ids, cats = [], [], []
         for a in by_image.get(info['id'], []):
             if skip_crowd and a.get('iscrowd', 0): report['skipped_crowd'] += 1; continue
@@ -121,6 +280,7 @@ def load_coco_boxes(ann_file, img_dir, min_size: float = 1.0, check_files: bool 
         records.append({'image_id': info['id'], 'file': path, 'size': (w, h),
                         'boxes': torch.tensor(np.stack(boxes) if boxes else np.zeros((0, 4)), dtype=torch.float32),
                         'category_ids': cats, 'ann_ids': ids})
+    _fail(ann_file, wrong_size)
     if verbose:
         missing = report['missing_images']
         print(f"{ann_file.name}: {len(records)} images, {report['boxes']} boxes; skipped {report['skipped_nonfinite']} "

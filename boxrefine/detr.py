@@ -25,17 +25,20 @@ from .data import load_coco_boxes
 from .features import load_image
 
 # %% auto #0
-__all__ = ['DETR_SIZES', 'COCO_STATS', 'COCO_BACKENDS', 'CategoryMap', 'make_processor', 'DetrDataset', 'collate_detr',
-           'build_detr', 'evaluate_detections', 'outputs_to_detections', 'evaluate', 'fp32_loss', 'DetrTask',
-           'detr_optimizer', 'train_detr']
+__all__ = ['DETR_SIZES', 'COCO_STATS', 'COCO_BACKENDS', 'Finite', 'CategoryMap', 'make_processor', 'DetrDataset', 'collate_detr',
+           'build_detr', 'CocoDetection', 'evaluate_detections', 'outputs_to_detections', 'evaluate', 'fp32_loss',
+           'DetrTask', 'detr_optimizer', 'train_detr']
 
 # %% ../nbs/07_detr.ipynb #1ec43028
-def _read_coco(coco) -> dict:
-    "A COCO dict from a dict or a JSON path."
-    if isinstance(coco, dict): return coco
-    path = Path(coco)
-    if not path.is_file(): raise FileNotFoundError(f"COCO annotation file not found: {path}")
-    return json.loads(path.read_text())
+from .data import CocoFormatError, coco_problem, read_coco, read_json
+
+def _read_coco(coco, finite_boxes: bool = False, check: bool = False) -> dict:
+    "A COCO dict from a JSON path (checked by `boxrefine.data.read_coco`) or a dict (checked if `check`)."
+    if isinstance(coco, dict):
+        return read_coco(coco, finite_boxes) if check else coco
+    if not Path(coco).is_file():
+        raise FileNotFoundError(f"COCO annotation file not found: {coco}")
+    return read_coco(coco, finite_boxes)
 
 @dataclass(frozen=True)
 class CategoryMap:
@@ -88,7 +91,8 @@ class DetrDataset(Dataset):
         self.ann_file, self.processor = Path(ann_file), processor or make_processor()
         self.coco = _read_coco(self.ann_file)
         self.category_map = category_map or CategoryMap.from_coco(self.coco)
-        records, self.report = load_coco_boxes(self.ann_file, img_dir, verbose=verbose, keep_empty=True, skip_crowd=True)
+        records, self.report = load_coco_boxes(self.ann_file, img_dir, verbose=verbose, keep_empty=True,
+                                               skip_crowd=True, coco=self.coco)
         if subset is not None:
             if subset < 1: raise ValueError(f"subset must be at least 1, got {subset}")
             records = records[:subset]
@@ -176,23 +180,47 @@ def _coco_api(backend: str):
         return COCO, COCOeval
     raise ValueError(f"backend must be one of {COCO_BACKENDS}, got {backend!r}")
 
-def _check_detections(dets: list[dict], gt: dict):
-    known = {im['id'] for im in gt['images']}
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, Strict, TypeAdapter, ValidationError
+
+Finite = Annotated[float, Strict(), Field(allow_inf_nan=False)]
+
+class CocoDetection(BaseModel):
+    "One COCO result: what `evaluate_detections` accepts."
+    model_config = ConfigDict(extra='allow')
+    image_id: Annotated[int, Strict()]
+    category_id: Annotated[int, Strict()]
+    bbox: Annotated[list[Finite], Field(min_length=4, max_length=4)]
+    score: Finite
+
+_DETECTIONS = TypeAdapter(list[CocoDetection])
+
+def _check_detections(dets, gt: dict, source='detections'):
+    "`dets` checked against `CocoDetection` and `gt`; `CocoFormatError` names source, detection, key."
+    try:
+        _DETECTIONS.validate_python(dets)
+    except ValidationError as e:
+        problems = [coco_problem(err, dets, detections=True) for err in e.errors(include_url=False)]
+        raise CocoFormatError(f"{source}: " + '; '.join(problems[:5])
+                              + (f"; and {len(problems) - 5} more" if len(problems) > 5 else '')) from None
+    known, cats = {im['id'] for im in gt['images']}, {c['id'] for c in gt.get('categories', [])}
     for i, d in enumerate(dets):
-        missing = [k for k in ('image_id', 'category_id', 'bbox', 'score') if k not in d]
-        if missing: raise ValueError(f"detection {i} lacks {missing}")
-        b = np.asarray(d['bbox'], dtype=np.float64)
-        if b.shape != (4,) or not np.isfinite(b).all() or not np.isfinite(d['score']):
-            raise ValueError(f"detection {i} (image {d['image_id']}) has a bad bbox {d['bbox']} or score {d['score']}")
-        if d['image_id'] not in known: raise ValueError(f"detection {i} is on image {d['image_id']}, which the ground truth does not have")
+        if d['image_id'] not in known:
+            raise CocoFormatError(f"{source}: detection {i} is on image {d['image_id']}, "
+                                  "which the ground truth does not have")
+        if d['category_id'] not in cats:
+            raise CocoFormatError(f"{source}: detection {i} (image {d['image_id']}): category_id "
+                                  f"{d['category_id']} is not among the ground truth's categories")
 
 def evaluate_detections(gt, detections, backend: str = 'faster', img_ids=None) -> dict[str, float]:
     "The 12 COCO bbox statistics of `detections` (a list or a results JSON) against `gt` (a dict or a JSON path)."
     COCO, COCOeval = _coco_api(backend)
-    gt = _read_coco(gt)
+    gt = _read_coco(gt, finite_boxes=True, check=True)   # a NaN box would change AP silently
     gt = {**gt, 'annotations': [dict(a) for a in gt.get('annotations', [])]}  # the APIs add keys to what they are given
-    dets = json.loads(Path(detections).read_text()) if isinstance(detections, (str, Path)) else list(detections)
-    _check_detections(dets, gt)
+    from_file = isinstance(detections, (str, Path))
+    dets = read_json(detections) if from_file else list(detections)
+    _check_detections(dets, gt, detections if from_file else 'detections')
     with contextlib.redirect_stdout(io.StringIO()):
         if backend == 'faster': coco_gt = COCO(gt)
         else: coco_gt = COCO(); coco_gt.dataset = gt; coco_gt.createIndex()

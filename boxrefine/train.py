@@ -38,58 +38,227 @@ from .features import (FEATURE_NAMES, HQSAMFeatures, cache_for, extract_with_cac
 from .model import BoxRefiner, refiner_loss
 
 # %% auto #0
-__all__ = ['CONFIG_DEFAULTS', 'CONFIG_ALIASES', 'PRECISIONS', 'CHECKPOINT_FORMAT', 'FROZEN_ON_RESUME', 'TrainConfig',
-           'resolve_precision', 'autocast', 'make_scaler', 'rng_state', 'set_rng_state', 'save_checkpoint',
-           'load_checkpoint', 'NonFiniteLossError', 'EpochFeed', 'write_metrics_csv', 'config_diff', 'fit',
-           'default_workers', 'training_run', 'make_loader', 'finish_run', 'RefinerTask', 'plot_metrics', 'apply_modes',
-           'build_refiner', 'prepare_features', 'train_refiner', 'demo_config', 'run_demo', 'predict_refiner']
+__all__ = ['Num', 'Int', 'Bool', 'PathStr', 'PositiveInt', 'NonNegInt', 'Positive', 'NonNeg', 'CONFIG_DEFAULTS', 'CONFIG_ALIASES',
+           'PRECISIONS', 'CHECKPOINT_FORMAT', 'FROZEN_ON_RESUME', 'DataSection', 'TrainingSection', 'HQSAMSection',
+           'ModelSection', 'FeatureCacheSection', 'OptimizationSection', 'OutputSection', 'ConfigSchema', 'ConfigError',
+           'TrainConfig', 'resolve_precision', 'autocast', 'make_scaler', 'rng_state', 'set_rng_state',
+           'save_checkpoint', 'load_checkpoint', 'NonFiniteLossError', 'EpochFeed', 'write_metrics_csv', 'config_diff',
+           'fit', 'default_workers', 'training_run', 'make_loader', 'finish_run', 'RefinerTask', 'plot_metrics',
+           'apply_modes', 'build_refiner', 'prepare_features', 'train_refiner', 'demo_config', 'run_demo',
+           'predict_refiner']
 
 # %% ../nbs/06_train.ipynb #9eba83ab
-CONFIG_DEFAULTS = {
-    'data': {'train_ann': None, 'train_img': None, 'val_ann': None, 'val_img': None, 'sample_ratio': 1.0,
-             'noise_scale': 0.4, 'max_images': None},
-    'training': {'batch_size': 8, 'learning_rate': 1e-3, 'weight_decay': 1e-4, 'num_epochs': 10, 'use_amp': False,
-                 'precision': None, 'grad_clip': 1.0, 'seed': 0, 'num_workers': None,
-                 'feature_batch_size': 4, 'l1_weight': 1.0, 'iou_weight': 2.0},
-    'hqsam': {'checkpoint': None, 'model_type': 'vit_tiny', 'device': 'cpu', 'allow_random_init': False, 'seed': 0},
-    'model': {'steps': 3, 'context': 2.0, 'hidden': 256, 'use_interm': True, 'use_pixels': True},
-    'optimization': {'feature_cache': {'enabled': True, 'cache_dir': 'feature_cache', 'auto_detect': True,
-                                       'storage_dtype': 'float16', 'force': False}},
-    'output': {'dir': 'runs/refiner'},
-}
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, AllowInfNan, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import Strict, ValidationError
+
+def _number(v):
+    "A numeric string (PyYAML reads an unquoted `1e-3` as one) as a float; anything else as it is."
+    if not isinstance(v, str):
+        return v
+    try:
+        return float(v)
+    except ValueError:
+        return v
+
+def _path_str(v):
+    "A `Path` as its string, so that a config equals the one stored in its checkpoints."
+    return str(v) if isinstance(v, Path) else v
+
+def _device(v: str) -> str:
+    "`v`, if torch can parse it as a device."
+    try:
+        torch.device(v)
+    except RuntimeError:
+        raise ValueError("must be a torch device such as 'cpu', 'cuda' or 'cuda:1'") from None
+    return v
+
+Num = Annotated[float, BeforeValidator(_number), Strict(), AllowInfNan(False)]
+Int = Annotated[int, Strict()]
+Bool = Annotated[bool, Strict()]
+PathStr = Annotated[str, BeforeValidator(_path_str), Strict()]
+PositiveInt = Annotated[Int, Field(ge=1)]
+NonNegInt = Annotated[Int, Field(ge=0)]
+Positive = Annotated[Num, Field(gt=0)]
+NonNeg = Annotated[Num, Field(ge=0)]
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra='forbid')
+
+class DataSection(_Section):
+    train_ann: PathStr | None = None
+    train_img: PathStr | None = None
+    val_ann: PathStr | None = None
+    val_img: PathStr | None = None
+    sample_ratio: Annotated[Num, Field(gt=0, le=1)] = 1.0
+    noise_scale: NonNeg = 0.4
+    max_images: PositiveInt | None = None
+
+class TrainingSection(_Section):
+    batch_size: PositiveInt = 8
+    learning_rate: Positive = 1e-3
+    weight_decay: NonNeg = 1e-4
+    num_epochs: PositiveInt = 10
+    use_amp: Bool = False
+    precision: Literal['auto', 'fp32', 'bf16', 'fp16'] | None = None
+    grad_clip: NonNeg | None = 1.0
+    seed: NonNegInt = 0
+    num_workers: NonNegInt | None = None
+    feature_batch_size: PositiveInt = 4
+    l1_weight: NonNeg = 1.0
+    iou_weight: NonNeg = 2.0
+
+class HQSAMSection(_Section):
+    checkpoint: PathStr | None = None
+    model_type: Literal['vit_tiny', 'vit_b', 'vit_l', 'vit_h'] = 'vit_tiny'
+    device: Annotated[str, Strict(), AfterValidator(_device)] = 'cpu'
+    allow_random_init: Bool = False
+    seed: NonNegInt = 0
+
+class ModelSection(_Section):
+    steps: PositiveInt = 3
+    context: Positive = 2.0
+    hidden: PositiveInt = 256
+    use_interm: Bool = True
+    use_pixels: Bool = True
+
+class FeatureCacheSection(_Section):
+    enabled: Bool = True
+    cache_dir: PathStr = 'feature_cache'
+    auto_detect: Bool = True
+    storage_dtype: Literal['float16', 'bfloat16', 'float32', 'int8'] = 'float16'
+    force: Bool = False
+
+class OptimizationSection(_Section):
+    feature_cache: FeatureCacheSection = FeatureCacheSection()
+
+class OutputSection(_Section):
+    dir: PathStr = 'runs/refiner'
+
+class ConfigSchema(_Section):
+    "The training config: every section and key, its type, range and default."
+    data: DataSection = DataSection()
+    training: TrainingSection = TrainingSection()
+    hqsam: HQSAMSection = HQSAMSection()
+    model: ModelSection = ModelSection()
+    optimization: OptimizationSection = OptimizationSection()
+    output: OutputSection = OutputSection()
+
+CONFIG_DEFAULTS = ConfigSchema().model_dump()
 CONFIG_ALIASES = {'hqsam.checkpoint_path': 'hqsam.checkpoint'}
 
-def _merge(defaults: dict, given: dict, where: str = '') -> dict:
-    out = copy.deepcopy(defaults)
-    for key, value in (given or {}).items():
-        path = f"{where}{key}"
-        target = CONFIG_ALIASES.get(path, path).rsplit('.', 1)[-1]
-        if target not in defaults:
-            raise ValueError(f"unknown config key {path!r}; valid keys here: {', '.join(sorted(defaults))}")
-        if isinstance(defaults[target], dict):
-            if not isinstance(value, dict): raise ValueError(f"config key {path!r} must be a section (a mapping)")
-            out[target] = _merge(defaults[target], value, f"{path}.")
-        else: out[target] = value
+
+# %% ../nbs/06_train.ipynb #1c67e92d
+class ConfigError(ValueError):
+    "A config that does not fit `ConfigSchema`: names the file, the key and what was expected."
+
+_EXPECTED = {'bool_type': 'must be true or false', 'int_type': 'must be an integer',
+             'float_type': 'must be a number', 'string_type': 'must be a string',
+             'finite_number': 'must be a finite number'}
+_BOUNDS = {'greater_than_equal': ('ge', '>='), 'greater_than': ('gt', '>'),
+           'less_than_equal': ('le', '<='), 'less_than': ('lt', '<')}
+
+def _section_keys(loc: tuple) -> str:
+    "The valid keys of the section at `loc`."
+    model = ConfigSchema
+    for k in loc:
+        model = model.model_fields[k].annotation
+    return ', '.join(sorted(model.model_fields))
+
+def _explain(err: dict) -> str:
+    "One pydantic error as 'dotted.key: what was expected (got value)'."
+    loc, kind, ctx = tuple(str(k) for k in err['loc']), err['type'], err.get('ctx', {})
+    key = '.'.join(loc)
+    if kind == 'extra_forbidden':
+        return f"unknown config key {key!r}; valid keys here: {_section_keys(loc[:-1])}"
+    if kind in ('model_type', 'model_attributes_type'):
+        if not loc:
+            return f"a config must be a mapping of sections (got {type(err['input']).__name__})"
+        return f"config key {key!r} must be a section (a mapping), got {err['input']!r}"
+    if kind in _BOUNDS:
+        bound, op = _BOUNDS[kind]
+        what = f"must be {op} {ctx[bound]}"
+    elif kind == 'literal_error':
+        what = f"must be one of {ctx['expected']}"
+    elif kind == 'value_error':
+        what = str(ctx.get('error', err['msg']))
+    else:
+        what = _EXPECTED.get(kind, err['msg'][:1].lower() + err['msg'][1:])
+    return f"{key}: {what} (got {err['input']!r})"
+
+def _unalias(given: dict, where: str | None) -> dict:
+    "`given` with aliased keys (`CONFIG_ALIASES`) renamed; both spellings at once is an error."
+    given = copy.deepcopy(given)
+    for alias, key in CONFIG_ALIASES.items():
+        section, old = alias.split('.')
+        new = key.split('.')[1]
+        part = given.get(section)
+        if not isinstance(part, dict) or old not in part:
+            continue
+        if new in part:
+            raise ConfigError(f"{where + ': ' if where else ''}{alias} is another name for {key}: "
+                              "give one of them")
+        part[new] = part.pop(old)
+    return given
+
+def _validate(given, where: str | None = None) -> dict:
+    "`given` checked against `ConfigSchema` and completed; a `ConfigError` names each problem."
+    if isinstance(given, dict):
+        given = _unalias(given, where)
+    try:
+        return ConfigSchema.model_validate(given).model_dump()
+    except ValidationError as e:
+        problems = '; '.join(_explain(err) for err in e.errors(include_url=False))
+        raise ConfigError(f"{where}: {problems}" if where else problems) from None
+
+def _read_yaml(path):
+    "A YAML file's content; a syntax error names the file and the line."
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    try:
+        return yaml.safe_load(path.read_text())
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a text file ({e.reason})") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, 'problem_mark', None)
+        at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ''
+        problem = getattr(e, 'problem', None) or e
+        raise ConfigError(f"{path}: {at}not valid YAML: {problem}") from None
+
+def _merge(cfg: dict, overrides: dict) -> dict:
+    "`cfg` with each section of `overrides` merged into its own (one level deep)."
+    out = copy.deepcopy(cfg)
+    for section, values in overrides.items():
+        mergeable = isinstance(out.get(section), dict) and isinstance(values, dict)
+        out[section] = {**out[section], **values} if mergeable else values
     return out
 
 class TrainConfig(dict):
-    "A validated, complete training configuration (a nested dict with attribute access to its sections)."
+    "A validated, complete training config: a nested dict, its sections also attributes."
     def __getattr__(self, name):
-        try: return self[name]
-        except KeyError: raise AttributeError(name) from None
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
     @classmethod
     def load(cls, source=None, **overrides) -> 'TrainConfig':
-        "From a YAML file, a dict, or None (the defaults); `overrides` are whole sections merged on top."
-        given = yaml.safe_load(Path(source).read_text()) if isinstance(source, (str, Path)) else (source or {})
-        if not isinstance(given, dict): raise ValueError(f"{source}: a config must be a mapping of sections")
-        cfg = _merge(CONFIG_DEFAULTS, given)
-        for section, values in overrides.items(): cfg = _merge(CONFIG_DEFAULTS, {**cfg, section: {**cfg[section], **values}})
+        "From a YAML file, a dict or None (defaults); `overrides`: sections merged on top."
+        where = str(source) if isinstance(source, (str, Path)) else None
+        given = _read_yaml(source) if where else ({} if source is None else source)
+        if where and given is None:
+            raise ConfigError(f"{where}: the file is empty; a config is a mapping of sections")
+        cfg = _validate(given, where)
+        if overrides:
+            cfg = _validate(_merge(cfg, overrides), 'overrides')
         return cls(cfg)
     @property
     def precision(self) -> str:
         "The precision asked for: `training.precision`, else 'auto' when `use_amp`, else 'fp32'."
         t = self['training']
         return t['precision'] or ('auto' if t['use_amp'] else 'fp32')
+
 
 # %% ../nbs/06_train.ipynb #31c92c42
 PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16')
@@ -379,8 +548,7 @@ def make_loader(dataset, ctx: DistContext, *, batch_size: int, train: bool = Tru
     else: sampler = shard_items(range(len(dataset)), ctx.rank, ctx.world)
     common = dict(num_workers=workers, pin_memory=ctx.device.type == 'cuda',
                   persistent_workers=workers > 0, prefetch_factor=4 if workers else None)
-    if batched:      # `FeatureBatches` reads whole batches into reused buffers that the task pins
-        common['pin_memory'] = False
+    if batched:      # `FeatureBatches` reads whole batches into reused shared buffers
         return DataLoader(dataset, sampler=EpochBatches(sampler, batch_size), batch_size=None, **common)
     return DataLoader(dataset, batch_size, sampler=sampler, collate_fn=collate_fn, **common)
 
@@ -393,6 +561,10 @@ def finish_run(ctx: DistContext, out_dir, report: dict, summary: str) -> dict:
     return report
 
 # %% ../nbs/06_train.ipynb #3aaae35f
+def _pinned(batch: dict) -> bool:
+    "Whether the loader's pin thread has already copied the batch's features to pinned memory."
+    return next(iter(batch['features'].values())).is_pinned()
+
 class RefinerTask:
     "The refiner, its loss and validation on `FeatureBatches` (features read by the loader's workers)."
     def __init__(self, model, extractor, caches: dict, *, device='cpu', loss_kwargs: dict | None = None,
@@ -415,21 +587,14 @@ class RefinerTask:
         return moved
 
     def _keep_mapped(self, batch: dict):
-        "Hold a worker slot's tensors, so that its next batch arrives already mapped (and, on CUDA, pinned)."
-        if batch.get('slot', -1) < 0: return
-        key = (batch['busy'].data_ptr(), batch['slot'])
-        ptrs = [v.untyped_storage().data_ptr() for v in batch['features'].values()]
-        if key in self._mapped and self._mapped[key][0] == ptrs: return
-        if self.device.type == 'cuda':      # page-lock once: later copies are DMA with non_blocking=True
-            for ptr in self._mapped.get(key, ([], None))[0]: torch.cuda.cudart().cudaHostUnregister(ptr)
-            for v in batch['features'].values():
-                s = v.untyped_storage()
-                torch.cuda.cudart().cudaHostRegister(s.data_ptr(), s.nbytes(), 0)
-        self._mapped[key] = (ptrs, batch['features'])
+        "Hold a worker slot's shared tensors, so that its next batch arrives already mapped."
+        if batch.get('slot', -1) < 0 or _pinned(batch): return
+        self._mapped[(batch['busy'].data_ptr(), batch['slot'])] = batch['features']
 
     def _release_later(self, batch: dict):
-        "Release the batch's slot once the copies out of it are done (at once on the CPU)."
-        if self.device.type != 'cuda': return release_batch(batch)
+        "Release the batch's slot once the copies out of it are done (pinned copies: already done)."
+        if self.device.type != 'cuda' or _pinned(batch):
+            return release_batch(batch)
         event = torch.cuda.Event()
         event.record()
         self._pending.append((event, batch['slot'], batch['busy']))
@@ -517,7 +682,7 @@ def apply_modes(cfg: TrainConfig, fast: bool = False, debug: bool = False) -> Tr
         changes += [f"data.max_images {d['max_images']} -> 100", f"training.num_epochs {t['num_epochs']} -> 1"]
         d['max_images'], t['num_epochs'] = 100, 1
     for c in changes: print(f"{'--fast' if fast else '--debug'}: {c}" if not (fast and debug) else f"mode: {c}")
-    return cfg
+    return TrainConfig.load(cfg)
 
 # %% ../nbs/06_train.ipynb #a36cdd77
 def build_refiner(cfg: TrainConfig, clear_cache: bool = False, verbose: bool = True, device=None):
@@ -530,7 +695,8 @@ def build_refiner(cfg: TrainConfig, clear_cache: bool = False, verbose: bool = T
     cache_dir = fc['cache_dir'] if fc['enabled'] else tempfile.mkdtemp(prefix='boxrefine-features-')
     caches = {s: cache_for(extractor, cache_dir, s, dtype, names) for s in ('train', 'val')}
     if fc['auto_detect'] and verbose and is_main():
-        found = [c for c in detect_caches(cache_dir) if c['fingerprint'] == caches['train'].fingerprint]
+        found = [c for c in detect_caches(cache_dir, check=False)
+                 if c['fingerprint'] == caches['train'].fingerprint]
         print(f"feature cache {cache_dir}: " + (", ".join(f"{c['split']} {c['entries']} entries" for c in found)
                                                or f"no entries yet for {caches['train'].fingerprint}"))
     if clear_cache and is_main():
@@ -600,9 +766,9 @@ def train_refiner(cfg: TrainConfig, out_dir=None, resume=None, clear_cache: bool
     for k in ('train_ann', 'train_img', 'val_ann', 'val_img'):
         if not d[k]: raise ValueError(f"config data.{k} is required")
     with training_run(cfg['hqsam']['device'], seed=t['seed'], resume=resume) as ctx:
+        datasets = _refiner_datasets(cfg, verbose=ctx.is_main)     # bad data stops us before the encoder
         extractor, caches, model = build_refiner(cfg, clear_cache, device=ctx.device)
         device, names = extractor.device, stored_names(cfg['model']['use_interm'])
-        datasets = _refiner_datasets(cfg, verbose=ctx.is_main)
         prep = prepare_features(extractor, caches, datasets, ctx, batch_size=t['feature_batch_size'],
                                 names=names, force=fc['force'], progress=progress)
         batches = {s: FeatureBatches(ds, caches[s], ds.keys, prep['layout']) for s, ds in datasets.items()}

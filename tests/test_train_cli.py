@@ -69,6 +69,16 @@ def test_train_bad_inputs(tmp_path):
     assert r.returncode == 1 and f"checkpoint not found: {tmp_path / 'nope.pt'}" in r.stderr
     r = boxrefine('train', '--config', demo_cfg, cwd=tmp_path, check=False)   # its data has not been made here
     assert r.returncode == 1 and 'annotation file not found: boxrefine_demo/data/train.json' in r.stderr
+    (tmp_path / 'zero.yaml').write_text('training:\n  num_epochs: 0\n')   # was an IndexError after precompute
+    r = boxrefine('train', '--config', tmp_path / 'zero.yaml', check=False)
+    assert r.returncode == 1 and f"{tmp_path / 'zero.yaml'}: training.num_epochs: must be >= 1 (got 0)" in r.stderr
+    lr = demo_cfg.read_text().replace('learning_rate: 0.001', 'learning_rate: 1e-3')   # was a TypeError
+    (tmp_path / 'lr.yaml').write_text(lr)
+    r = boxrefine('train', '--config', tmp_path / 'lr.yaml', cwd=tmp_path, check=False)
+    assert r.returncode == 1 and 'annotation file not found' in r.stderr   # the config itself is fine
+    (tmp_path / 'syntax.yaml').write_text('training:\n  batch_size: 8\n   seed: 2\n')
+    r = boxrefine('train', '--config', tmp_path / 'syntax.yaml', check=False)
+    assert r.returncode == 1 and f"{tmp_path / 'syntax.yaml'}: line 3, column 8: not valid YAML" in r.stderr
 
 
 def test_shipped_configs_load():
