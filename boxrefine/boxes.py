@@ -15,7 +15,7 @@ __all__ = ['BOX_FORMATS', 'as_box_tensor', 'BoxError', 'convert_boxes', 'normali
 
 # %% ../nbs/00_boxes.ipynb #f3586cd7
 def as_box_tensor(boxes) -> tuple[torch.Tensor, callable]:
-    "`boxes` as a floating-point tensor, and a function that turns a result back into the caller's type."
+    "`boxes` as a float tensor, and a function that turns a result back into the caller's type."
     if isinstance(boxes, torch.Tensor):
         return (boxes if boxes.is_floating_point() else boxes.float()), (lambda t: t)
     arr = np.asarray(boxes)
@@ -36,12 +36,14 @@ def _check_shape(t: torch.Tensor, name='boxes'):
         raise BoxError(f"{name}: expected shape [..., 4], got {list(t.shape)}")
 
 def _check_fmt(fmt: str):
-    if fmt not in BOX_FORMATS: raise BoxError(f"unknown box format {fmt!r}; expected one of {BOX_FORMATS}")
+    if fmt not in BOX_FORMATS:
+        raise BoxError(f"unknown box format {fmt!r}; expected one of {BOX_FORMATS}")
 
 # %% ../nbs/00_boxes.ipynb #185eba8e
 def convert_boxes(boxes, in_fmt: str, out_fmt: str):
     "Convert `boxes` [..., 4] between 'xyxy', 'xywh' (COCO) and 'cxcywh' (DETR)."
-    _check_fmt(in_fmt); _check_fmt(out_fmt)
+    _check_fmt(in_fmt)
+    _check_fmt(out_fmt)
     t, back = as_box_tensor(boxes)
     _check_shape(t)
     if in_fmt == out_fmt: return back(t.clone())
@@ -56,12 +58,14 @@ def _size_scale(size, t: torch.Tensor) -> torch.Tensor:
     bad = ~torch.isfinite(s).all(-1) | (s <= 0).any(-1)
     if bad.any():
         i = torch.nonzero(bad.reshape(-1))[0].item()
-        raise BoxError(f"size[{i}] = {s.reshape(-1, 2)[i].tolist()}: image width and height must be positive and finite")
+        raise BoxError(f"size[{i}] = {s.reshape(-1, 2)[i].tolist()}: "
+                       "image width and height must be positive and finite")
     scale = torch.cat([s, s], -1)
     if scale.ndim > 1 and t.ndim == scale.ndim + 1: scale = scale.unsqueeze(-2)
     try: torch.broadcast_shapes(scale.shape, t.shape)
     except RuntimeError:
-        raise BoxError(f"size of shape {list(s.shape)} does not match boxes of shape {list(t.shape)}") from None
+        raise BoxError(f"size of shape {list(s.shape)} "
+                       f"does not match boxes of shape {list(t.shape)}") from None
     return scale
 
 def normalize(boxes, size):
@@ -92,7 +96,7 @@ def _first_bad(bad: torch.Tensor, t: torch.Tensor, name: str, what: str):
 
 def validate_boxes(boxes, fmt: str = 'xyxy', size=None, min_size: float | None = None,
                    tol: float = 1e-6, name: str = 'boxes'):
-    "Raise `BoxError` naming the first box that is not finite, has negative (or < `min_size`) extent, or leaves image `size`."
+    "Raise `BoxError` naming the first box that is not finite, too small, or outside image `size`."
     _check_fmt(fmt)
     t, _ = as_box_tensor(boxes)
     _check_shape(t, name)
@@ -101,7 +105,8 @@ def validate_boxes(boxes, fmt: str = 'xyxy', size=None, min_size: float | None =
     wh = xyxy[..., 2:] - xyxy[..., :2]
     _first_bad((wh < 0).any(-1), t, name, f"negative width or height ({fmt})")
     if min_size is not None:
-        _first_bad((wh < min_size).any(-1), t, name, f"width or height below min_size={min_size} ({fmt})")
+        _first_bad((wh < min_size).any(-1), t, name,
+                   f"width or height below min_size={min_size} ({fmt})")
     if size is not None:
         upper = _size_scale(size, t)
         outside = (xyxy < -tol).any(-1) | (xyxy > upper + tol * upper).any(-1)
@@ -110,17 +115,20 @@ def validate_boxes(boxes, fmt: str = 'xyxy', size=None, min_size: float | None =
 
 # %% ../nbs/00_boxes.ipynb #7f195214
 def _generator(generator: torch.Generator | None, seed: int | None) -> torch.Generator | None:
-    if generator is not None and seed is not None: raise ValueError("pass a generator or a seed, not both")
+    if generator is not None and seed is not None:
+        raise ValueError("pass a generator or a seed, not both")
     return torch.Generator().manual_seed(int(seed)) if seed is not None else generator
 
 def jitter_boxes(boxes, noise_scale: float = 0.4, size=None, min_size: float | None = None,
                  generator: torch.Generator | None = None, seed: int | None = None):
-    "DN-DETR box noise on `xyxy` boxes, clamped to image `size` (or [0, 1]), at least `min_size` wide and high."
-    if not 0 <= noise_scale < 1: raise ValueError(f"noise_scale must be in [0, 1), got {noise_scale}")
+    "DN-DETR noise on `xyxy` boxes, clamped to image `size` (or [0, 1]), at least `min_size` wide."
+    if not 0 <= noise_scale < 1:
+        raise ValueError(f"noise_scale must be in [0, 1), got {noise_scale}")
     t, back = as_box_tensor(boxes)
     validate_boxes(t)
     g = _generator(generator, seed)
-    u = torch.rand(t.shape, generator=g, dtype=torch.float64).to(device=t.device, dtype=t.dtype) * 2 - 1
+    u = torch.rand(t.shape, generator=g, dtype=torch.float64)
+    u = u.to(device=t.device, dtype=t.dtype) * 2 - 1
     cx, cy, w, h = box_convert(t.reshape(-1, 4), 'xyxy', 'cxcywh').reshape(t.shape).unbind(-1)
     cx = cx + u[..., 0] * noise_scale / 2 * w
     cy = cy + u[..., 1] * noise_scale / 2 * h
@@ -130,7 +138,8 @@ def jitter_boxes(boxes, noise_scale: float = 0.4, size=None, min_size: float | N
     upper = torch.ones(4, dtype=t.dtype, device=t.device) if size is None else _size_scale(size, t)
     noisy = torch.minimum(noisy.clamp(min=0), upper)
     # never degenerate: widen a too-small side around its (clamped) centre, inside the image
-    m = (upper[..., 2:] * 1e-3 if min_size is None else torch.as_tensor(min_size, dtype=t.dtype)).expand_as(noisy[..., 2:])
+    m = upper[..., 2:] * 1e-3 if min_size is None else torch.as_tensor(min_size, dtype=t.dtype)
+    m = m.expand_as(noisy[..., 2:])
     lo, hi = noisy[..., :2], noisy[..., 2:]
     centre = torch.minimum(torch.maximum((lo + hi) / 2, m / 2), upper[..., 2:] - m / 2)
     small = (hi - lo) < m
@@ -140,18 +149,24 @@ def jitter_boxes(boxes, noise_scale: float = 0.4, size=None, min_size: float | N
 # %% ../nbs/00_boxes.ipynb #2463b841
 def pairwise_iou(boxes1, boxes2):
     "IoU matrix [N, M] of `xyxy` boxes."
-    a, back = as_box_tensor(boxes1); b, _ = as_box_tensor(boxes2)
+    a, back = as_box_tensor(boxes1)
+    b, _ = as_box_tensor(boxes2)
     return back(box_iou(a, b.to(a)))
 
 def pairwise_giou(boxes1, boxes2):
     "Generalised IoU matrix [N, M] of `xyxy` boxes."
-    a, back = as_box_tensor(boxes1); b, _ = as_box_tensor(boxes2)
+    a, back = as_box_tensor(boxes1)
+    b, _ = as_box_tensor(boxes2)
     return back(generalized_box_iou(a, b.to(a)))
 
 def _paired(boxes1, boxes2):
-    a, back = as_box_tensor(boxes1); b, _ = as_box_tensor(boxes2)
-    _check_shape(a, 'boxes1'); _check_shape(b, 'boxes2')
-    if a.shape != b.shape: raise BoxError(f"paired boxes must have the same shape, got {list(a.shape)} and {list(b.shape)}")
+    a, back = as_box_tensor(boxes1)
+    b, _ = as_box_tensor(boxes2)
+    _check_shape(a, 'boxes1')
+    _check_shape(b, 'boxes2')
+    if a.shape != b.shape:
+        raise BoxError("paired boxes must have the same shape, "
+                       f"got {list(a.shape)} and {list(b.shape)}")
     dtype = torch.promote_types(a.dtype, torch.float32)
     return a.to(dtype), b.to(device=a.device, dtype=dtype), back
 
@@ -162,14 +177,15 @@ def _inter_union(a, b):
     return inter, area(a) + area(b) - inter
 
 def paired_iou(boxes1, boxes2, eps: float = 1e-7):
-    "IoU of each box in `boxes1` with the box at the same index in `boxes2` (`xyxy`, [..., 4] → [...])."
+    "IoU of each box in `boxes1` with the box at the same index in `boxes2` (`xyxy`)."
     a, b, back = _paired(boxes1, boxes2)
     inter, union = _inter_union(a, b)
     return back(inter / (union + eps))
 
 def paired_giou(boxes1, boxes2, eps: float = 1e-7):
-    "Generalised IoU (Rezatofighi et al., 2019) of boxes at the same index (`xyxy`, [..., 4] → [...])."
+    "Generalised IoU (Rezatofighi et al., 2019) of boxes at the same index (`xyxy`)."
     a, b, back = _paired(boxes1, boxes2)
     inter, union = _inter_union(a, b)
-    hull = (torch.maximum(a[..., 2:], b[..., 2:]) - torch.minimum(a[..., :2], b[..., :2])).clamp(min=0).prod(-1)
+    hull = torch.maximum(a[..., 2:], b[..., 2:]) - torch.minimum(a[..., :2], b[..., :2])
+    hull = hull.clamp(min=0).prod(-1)
     return back(inter / (union + eps) - (hull - union) / (hull + eps))

@@ -18,22 +18,25 @@ __all__ = ['check_box_pair', 'LossParts', 'refinement_loss', 'RefinementLoss']
 
 # %% ../nbs/01_losses.ipynb #4c702ff2
 def check_box_pair(pred: torch.Tensor, target: torch.Tensor):
-    "Raise a clear error unless `pred` and `target` are finite box tensors of one shape on one device."
+    "Raise a clear error unless `pred` and `target` are finite box tensors of one shape and device."
     for name, t in (('pred', pred), ('target', target)):
-        if not isinstance(t, torch.Tensor): raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
     if pred.shape != target.shape:
         raise BoxError(f"pred has shape {list(pred.shape)} but target has {list(target.shape)}: "
                        "every predicted box needs its target (nothing is truncated)")
     if pred.device != target.device:
         raise BoxError(f"pred is on {pred.device} but target is on {target.device}")
-    if pred.shape[-1:] != (4,) : raise BoxError(f"boxes: expected shape [..., 4], got {list(pred.shape)}")
-    if pred.numel() == 0: raise BoxError("pred and target hold no boxes: an empty batch has no loss")
+    if pred.shape[-1:] != (4,):
+        raise BoxError(f"boxes: expected shape [..., 4], got {list(pred.shape)}")
+    if pred.numel() == 0:
+        raise BoxError("pred and target hold no boxes: an empty batch has no loss")
     validate_boxes(pred.detach(), name='pred') if not torch.isfinite(pred).all() else None
     validate_boxes(target.detach(), name='target') if not torch.isfinite(target).all() else None
 
 # %% ../nbs/01_losses.ipynb #5524962a
 class LossParts(NamedTuple):
-    "The total loss and its parts (the parts before weighting); `iou` is the mean IoU, for logging."
+    "The total loss and its unweighted parts; `iou` is the mean IoU, for logging."
     loss: torch.Tensor
     l1: torch.Tensor
     iou_loss: torch.Tensor
@@ -45,23 +48,31 @@ def _reduce(x: torch.Tensor, reduction: str) -> torch.Tensor:
     if reduction == 'none': return x
     raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
 
-def refinement_loss(pred: torch.Tensor, target: torch.Tensor, l1_weight: float = 1.0, iou_weight: float = 2.0,
-                    iou_type: str = 'giou', reduction: str = 'mean') -> LossParts:
+def refinement_loss(pred: torch.Tensor, target: torch.Tensor, l1_weight: float = 1.0,
+                    iou_weight: float = 2.0, iou_type: str = 'giou',
+                    reduction: str = 'mean') -> LossParts:
     "`l1_weight·L1 + iou_weight·(1 − GIoU)` (or IoU) between normalised `xyxy` boxes [..., 4]."
-    if iou_type not in ('giou', 'iou'): raise ValueError(f"iou_type must be 'giou' or 'iou', got {iou_type!r}")
+    if iou_type not in ('giou', 'iou'):
+        raise ValueError(f"iou_type must be 'giou' or 'iou', got {iou_type!r}")
     check_box_pair(pred, target)
     pred, target = pred.float(), target.float()  # autocast-safe: box arithmetic in float32
     l1 = F.l1_loss(pred, target, reduction='none').mean(-1)
     iou = paired_iou(pred, target)
     iou_loss = 1 - (paired_giou(pred, target) if iou_type == 'giou' else iou)
     total = l1_weight * l1 + iou_weight * iou_loss
-    return LossParts(*(_reduce(x, reduction) for x in (total, l1, iou_loss)), _reduce(iou.detach(), reduction))
+    return LossParts(*(_reduce(x, reduction) for x in (total, l1, iou_loss)),
+                     _reduce(iou.detach(), reduction))
 
 class RefinementLoss(nn.Module):
     "Module form of `refinement_loss`, for configs and training loops."
-    def __init__(self, l1_weight: float = 1.0, iou_weight: float = 2.0, iou_type: str = 'giou', reduction: str = 'mean'):
+    def __init__(self, l1_weight: float = 1.0, iou_weight: float = 2.0, iou_type: str = 'giou',
+                 reduction: str = 'mean'):
         super().__init__()
-        self.l1_weight, self.iou_weight, self.iou_type, self.reduction = l1_weight, iou_weight, iou_type, reduction
+        self.l1_weight, self.iou_weight = l1_weight, iou_weight
+        self.iou_type, self.reduction = iou_type, reduction
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> LossParts:
-        return refinement_loss(pred, target, self.l1_weight, self.iou_weight, self.iou_type, self.reduction)
-    def extra_repr(self): return f"l1_weight={self.l1_weight}, iou_weight={self.iou_weight}, iou_type={self.iou_type!r}"
+        return refinement_loss(pred, target, l1_weight=self.l1_weight, iou_weight=self.iou_weight,
+                               iou_type=self.iou_type, reduction=self.reduction)
+    def extra_repr(self):
+        return (f"l1_weight={self.l1_weight}, iou_weight={self.iou_weight}, "
+                f"iou_type={self.iou_type!r}")

@@ -9,6 +9,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from fastcore.basics import patch
 from torch import nn
 from torchvision.ops import roi_align
 
@@ -20,8 +21,9 @@ from .losses import refinement_loss
 __all__ = ['GRID_STRIDE', 'apply_deltas', 'boxes_to_deltas', 'expand_boxes', 'BoxRefiner', 'refiner_loss']
 
 # %% ../nbs/05_model.ipynb #06eff532
-def apply_deltas(boxes: torch.Tensor, deltas: torch.Tensor, max_log_scale: float = math.log(4.0)) -> torch.Tensor:
-    "Move `xyxy` boxes by (dx, dy) × size and scale them by exp(dw, dh) (clipped to ±`max_log_scale`)."
+def apply_deltas(boxes: torch.Tensor, deltas: torch.Tensor,
+                 max_log_scale: float = math.log(4.0)) -> torch.Tensor:
+    "Shift `xyxy` boxes by (dx, dy) × size and scale by exp(dw, dh), clipped at `max_log_scale`."
     cx, cy, w, h = convert_boxes(boxes, 'xyxy', 'cxcywh').unbind(-1)
     dx, dy, dw, dh = deltas.unbind(-1)
     out = torch.stack([cx + dx * w, cy + dy * h, w * dw.clamp(-max_log_scale, max_log_scale).exp(),
@@ -35,23 +37,31 @@ def boxes_to_deltas(boxes: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 def expand_boxes(boxes: torch.Tensor, factor: float) -> torch.Tensor:
     "Boxes scaled by `factor` about their centres (not clamped: RoIAlign reads zeros outside)."
-    return apply_deltas(boxes, torch.zeros_like(boxes) + torch.tensor([0., 0., math.log(factor), math.log(factor)]).to(boxes), max_log_scale=10.)
+    scale = torch.tensor([0., 0., math.log(factor), math.log(factor)]).to(boxes)
+    return apply_deltas(boxes, torch.zeros_like(boxes) + scale, max_log_scale=10.)
 
 # %% ../nbs/05_model.ipynb #f5fb79fa
 class BoxRefiner(nn.Module):
-    "Iterative box refinement on HQ-SAM features (image embedding, early ViT feature, raw-pixel thumbnail)."
-    def __init__(self, embed_dim: int = 256, interm_dim: int = 160, steps: int = 3, pool: int = 7, context: float = 2.0,
-                 hidden: int = 256, use_interm: bool = True, use_pixels: bool = True, pixel_pool: int = 16):
+    "Iterative box refinement on HQ-SAM features (embedding, early ViT feature, pixel thumbnail)."
+    def __init__(self, embed_dim: int = 256, interm_dim: int = 160, steps: int = 3, pool: int = 7,
+                 context: float = 2.0, hidden: int = 256, use_interm: bool = True,
+                 use_pixels: bool = True, pixel_pool: int = 16):
         super().__init__()
         self.steps, self.pool, self.context, self.pixel_pool = steps, pool, context, pixel_pool
         self.use_interm, self.use_pixels = use_interm, use_pixels
         self.embed_proj = nn.Sequential(nn.Conv2d(embed_dim, 64, 1), nn.ReLU())
-        self.interm_proj = nn.Sequential(nn.Conv2d(interm_dim, 32, 1), nn.ReLU()) if use_interm else None
-        self.pixel_net = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(),
-                                       nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU()) if use_pixels else None
-        n_in = 64 * pool * pool + (32 * pool * pool if use_interm else 0) + (32 * (pixel_pool // 2) ** 2 if use_pixels else 0) + 4
-        self.head = nn.Sequential(nn.Linear(n_in, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 4))
-        nn.init.zeros_(self.head[-1].weight); nn.init.zeros_(self.head[-1].bias)  # starts as the identity refinement
+        self.interm_proj = (nn.Sequential(nn.Conv2d(interm_dim, 32, 1), nn.ReLU())
+                            if use_interm else None)
+        self.pixel_net = nn.Sequential(
+            nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU()) if use_pixels else None
+        n_in = (64 * pool * pool + (32 * pool * pool if use_interm else 0)
+                + (32 * (pixel_pool // 2) ** 2 if use_pixels else 0) + 4)
+        self.head = nn.Sequential(nn.Linear(n_in, hidden), nn.ReLU(), nn.Linear(hidden, hidden),
+                                  nn.ReLU(), nn.Linear(hidden, 4))
+        # starts as the identity refinement
+        nn.init.zeros_(self.head[-1].weight)
+        nn.init.zeros_(self.head[-1].bias)
         self.register_buffer('delta_std', torch.tensor([0.1, 0.1, 0.2, 0.2]), persistent=False)
 
 # %% ../nbs/05_model.ipynb #f0792fab
@@ -60,9 +70,11 @@ GRID_STRIDE = 16  # input pixels per cell of the encoder's 64x64 grid
 def _rois(boxes: torch.Tensor, batch_idx: torch.Tensor) -> torch.Tensor:
     return torch.cat([batch_idx.to(boxes).unsqueeze(1), boxes], 1)
 
-def _forward(self: BoxRefiner, features: dict[str, torch.Tensor], boxes: torch.Tensor, batch_idx: torch.Tensor) -> list[torch.Tensor]:
-    "Refined normalised `xyxy` boxes [K, 4] after each step, for `boxes` [K, 4] of images `batch_idx` [K]."
-    sizes = features['original_size'][batch_idx]                                  # (h, w) of each box's image
+@patch
+def forward(self: BoxRefiner, features: dict[str, torch.Tensor], boxes: torch.Tensor,
+            batch_idx: torch.Tensor) -> list[torch.Tensor]:
+    "Refined normalised `xyxy` boxes [K, 4] after each step, for `boxes` [K, 4] of `batch_idx`."
+    sizes = features['original_size'][batch_idx]  # (h, w) of each box's image
     embed = features['image_embedding']
     dtype = embed.dtype
     interm = features['interm_embedding'].permute(0, 3, 1, 2) if self.use_interm else None
@@ -72,11 +84,14 @@ def _forward(self: BoxRefiner, features: dict[str, torch.Tensor], boxes: torch.T
         current = current.detach()
         grid = feature_grid_boxes(expand_boxes(current, self.context), sizes)
         rois = _rois(grid, batch_idx).to(dtype)
-        parts = [self.embed_proj(roi_align(embed, rois, self.pool, 1.0, 2, aligned=True)).flatten(1)]
+        pooled = roi_align(embed, rois, self.pool, 1.0, 2, aligned=True)
+        parts = [self.embed_proj(pooled).flatten(1)]
         if self.use_interm:
-            parts.append(self.interm_proj(roi_align(interm, rois, self.pool, 1.0, 2, aligned=True)).flatten(1))
+            pooled = roi_align(interm, rois, self.pool, 1.0, 2, aligned=True)
+            parts.append(self.interm_proj(pooled).flatten(1))
         if self.use_pixels:
-            pooled = roi_align(pixels, rois, self.pixel_pool, GRID_STRIDE / THUMB_STRIDE, 2, aligned=True)
+            pooled = roi_align(pixels, rois, self.pixel_pool, GRID_STRIDE / THUMB_STRIDE, 2,
+                               aligned=True)
             parts.append(self.pixel_net(pooled).flatten(1))
         parts.append(current.to(dtype))
         deltas = self.head(torch.cat(parts, 1)).float() * self.delta_std
@@ -84,9 +99,7 @@ def _forward(self: BoxRefiner, features: dict[str, torch.Tensor], boxes: torch.T
         outputs.append(current)
     return outputs
 
-BoxRefiner.forward = _forward
-
 def refiner_loss(outputs: list[torch.Tensor], target: torch.Tensor, **kwargs):
-    "The mean over steps of `refinement_loss`, and the last step's parts (what the refiner finally outputs)."
+    "The mean over steps of `refinement_loss`, and the last step's parts (the final output's)."
     parts = [refinement_loss(o, target, **kwargs) for o in outputs]
     return sum(p.loss for p in parts) / len(parts), parts[-1]

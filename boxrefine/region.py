@@ -21,7 +21,7 @@ __all__ = ['InputGeometry', 'clip_geometry', 'targetpad_geometry', 'boxes_to_inp
 # %% ../nbs/09_region.ipynb #f7315fed
 @dataclass(frozen=True)
 class InputGeometry:
-    "Where an image's pixels land in the model input: padding per side, size after resize, crop offset, input size."
+    "Where an image's pixels land in the model input: padding, resize, crop offset, input size."
     source: tuple[int, int]   # original (w, h)
     pad: tuple[int, int]      # (horizontal, vertical) zero padding added on each side
     resized: tuple[int, int]  # (w, h) after the resize
@@ -29,7 +29,7 @@ class InputGeometry:
     size: int                 # side of the square input
 
 def _resize_crop(w: int, h: int, size: int) -> tuple[tuple[int, int], tuple[int, int]]:
-    "torchvision's `Resize(size)` (short side) and `CenterCrop(size)`: the resized (w, h) and the crop's (left, top)."
+    "torchvision's `Resize(size)` and `CenterCrop(size)`: resized (w, h) and crop (left, top)."
     short, long = (w, h) if w <= h else (h, w)
     new_short, new_long = size, int(size * long / short)
     nw, nh = (new_short, new_long) if w <= h else (new_long, new_short)
@@ -40,21 +40,26 @@ def clip_geometry(w: int, h: int, size: int = 224) -> InputGeometry:
     resized, crop = _resize_crop(w, h, size)
     return InputGeometry((w, h), (0, 0), resized, crop, size)
 
-def targetpad_geometry(w: int, h: int, target_ratio: float = 1.25, size: int = 224) -> InputGeometry:
-    "SPRC's `targetpad`: pad to `target_ratio` when the image is at least that elongated, then CLIP's resize and crop."
-    if max(w, h) / min(w, h) < target_ratio: return clip_geometry(w, h, size)
+def targetpad_geometry(w: int, h: int, target_ratio: float = 1.25,
+                       size: int = 224) -> InputGeometry:
+    "SPRC's `targetpad`: pad elongated images to `target_ratio`, then CLIP's resize and crop."
+    if max(w, h) / min(w, h) < target_ratio:
+        return clip_geometry(w, h, size)
     scaled = max(w, h) / target_ratio
     hp, vp = max(int((scaled - w) / 2), 0), max(int((scaled - h) / 2), 0)
     resized, crop = _resize_crop(w + 2 * hp, h + 2 * vp, size)
     return InputGeometry((w, h), (hp, vp), resized, crop, size)
 
-def boxes_to_input(boxes, geometry: InputGeometry, min_visible: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
-    "Pixel `xyxy` boxes of the original image in input pixels, clipped to the crop; and which boxes were kept (at least `min_visible` of their area inside)."
+def boxes_to_input(boxes, geometry: InputGeometry,
+                   min_visible: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+    "Original-image `xyxy` boxes in input pixels, clipped to the crop; and which were kept."
     b = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4)
     validate_boxes(b)
-    (w, h), (hp, vp), (nw, nh), (cl, ct) = geometry.source, geometry.pad, geometry.resized, geometry.crop
+    (w, h), (hp, vp) = geometry.source, geometry.pad
+    (nw, nh), (cl, ct) = geometry.resized, geometry.crop
     sx, sy = nw / (w + 2 * hp), nh / (h + 2 * vp)
-    moved = (b + torch.tensor([hp, vp, hp, vp])) * torch.tensor([sx, sy, sx, sy]) - torch.tensor([cl, ct, cl, ct])
+    moved = ((b + torch.tensor([hp, vp, hp, vp])) * torch.tensor([sx, sy, sx, sy])
+             - torch.tensor([cl, ct, cl, ct]))
     clipped = clamp_boxes(moved, (geometry.size, geometry.size))
     area = lambda x: (x[:, 2] - x[:, 0]).clamp(min=0) * (x[:, 3] - x[:, 1]).clamp(min=0)
     keep = (area(clipped) >= min_visible * area(moved)) & (area(clipped) > 0)
@@ -63,10 +68,11 @@ def boxes_to_input(boxes, geometry: InputGeometry, min_visible: float = 0.5) -> 
 # %% ../nbs/09_region.ipynb #df178cd0
 class RegionBoxes:
     "Boxes of a boxgen file by image name, top-k by score, carried into the model input's pixels."
-    def __init__(self, box_file, top_k: int = 4, min_size: float = 8.0, transform: str = 'targetpad',
-                 target_ratio: float = 1.25, input_size: int = 224):
+    def __init__(self, box_file, top_k: int = 4, min_size: float = 8.0,
+                 transform: str = 'targetpad', target_ratio: float = 1.25, input_size: int = 224):
         from boxrefine.boxgen import load_boxes
-        if transform not in ('targetpad', 'clip'): raise ValueError(f"transform must be 'targetpad' or 'clip', got {transform!r}")
+        if transform not in ('targetpad', 'clip'):
+            raise ValueError(f"transform must be 'targetpad' or 'clip', got {transform!r}")
         raw, meta = load_boxes(box_file)
         self.sizes = {k: tuple(v) for k, v in meta.get('image_sizes', {}).items()}
         self.transform, self.target_ratio, self.input_size = transform, target_ratio, input_size
@@ -75,32 +81,39 @@ class RegionBoxes:
             xyxy = torch.tensor([b['xyxy'] for b in bs], dtype=torch.float32).reshape(-1, 4)
             try: validate_boxes(xyxy, name=f"{name}: boxes")
             except BoxError as e: raise BoxError(f"{box_file}: image {e}") from None
-            order = torch.tensor([b.get('score', 0.0) for b in bs], dtype=torch.float32).argsort(descending=True)
+            scores = torch.tensor([b.get('score', 0.0) for b in bs], dtype=torch.float32)
+            order = scores.argsort(descending=True)
             xyxy = xyxy[order]
             xyxy = xyxy[((xyxy[:, 2:] - xyxy[:, :2]) >= min_size).all(1)][:top_k]
             self.boxes[name] = xyxy
 
     def geometry(self, size: tuple[int, int]) -> InputGeometry:
         w, h = size
-        return (targetpad_geometry(w, h, self.target_ratio, self.input_size) if self.transform == 'targetpad'
-                else clip_geometry(w, h, self.input_size))
+        if self.transform == 'targetpad':
+            return targetpad_geometry(w, h, self.target_ratio, self.input_size)
+        return clip_geometry(w, h, self.input_size)
 
-    def __call__(self, names: list[str], sizes: list[tuple[int, int]] | None = None) -> list[torch.Tensor]:
+    def __call__(self, names: list[str],
+                 sizes: list[tuple[int, int]] | None = None) -> list[torch.Tensor]:
         "Each named image's boxes in input pixels ([k, 4], k may be 0)."
         out = []
         for i, name in enumerate(names):
             b = self.boxes.get(name)
-            if b is None or not len(b): out.append(torch.zeros(0, 4)); continue
+            if b is None or not len(b):
+                out.append(torch.zeros(0, 4))
+                continue
             size = tuple(sizes[i]) if sizes is not None else self.sizes.get(name)
-            if size is None: raise KeyError(f"no image size for {name}: pass sizes, or use a boxes file with its .meta.json")
+            if size is None:
+                raise KeyError(f"no image size for {name}: "
+                               "pass sizes, or use a boxes file with its .meta.json")
             out.append(boxes_to_input(b, self.geometry(size))[0])
         return out
 
 # %% ../nbs/09_region.ipynb #2a67f5c0
 class RegionLoss(nn.Module):
-    "Symmetric InfoNCE between box-pooled patch features (projected to D) and composed-query features."
-    def __init__(self, in_dim: int = 1408, embed_dim: int = 256, input_size: int = 224, pool: int = 2,
-                 temperature: float = 0.07, learnable_temperature: bool = True):
+    "Symmetric InfoNCE between box-pooled patch features (projected to D) and query features."
+    def __init__(self, in_dim: int = 1408, embed_dim: int = 256, input_size: int = 224,
+                 pool: int = 2, temperature: float = 0.07, learnable_temperature: bool = True):
         super().__init__()
         self.input_size, self.pool = input_size, pool
         self.proj = nn.Sequential(nn.LayerNorm(in_dim), nn.Linear(in_dim, embed_dim))
@@ -112,35 +125,53 @@ class RegionLoss(nn.Module):
     def grid(self, features: torch.Tensor) -> torch.Tensor:
         "A `[B, C, H, W]` grid from patch tokens `[B, 1+H·W, C]` (CLS dropped) or from a grid."
         if features.ndim == 4: return features
-        if features.ndim != 3: raise ValueError(f"features: expected [B, 1+H*W, C] tokens or a [B, C, H, W] grid, got {list(features.shape)}")
+        if features.ndim != 3:
+            raise ValueError(f"features: expected [B, 1+H*W, C] tokens or a [B, C, H, W] grid, "
+                             f"got {list(features.shape)}")
         n = features.shape[1] - 1
         side = math.isqrt(n)
-        if side * side != n: raise ValueError(f"features: {features.shape[1]} tokens are not CLS + a square grid of patches")
-        return features[:, 1:].transpose(1, 2).reshape(features.shape[0], features.shape[2], side, side)
+        if side * side != n:
+            raise ValueError(f"features: {features.shape[1]} tokens "
+                             "are not CLS + a square grid of patches")
+        tokens = features[:, 1:].transpose(1, 2)
+        return tokens.reshape(features.shape[0], features.shape[2], side, side)
 
-    def region_features(self, features: torch.Tensor, boxes: list[torch.Tensor], names=None) -> tuple[torch.Tensor, torch.Tensor]:
+    def region_features(self, features: torch.Tensor, boxes: list[torch.Tensor],
+                        names=None) -> tuple[torch.Tensor, torch.Tensor]:
         "Projected, normalised region features of the images with boxes, and those images' indices."
         grid = self.grid(features).float()
-        if len(boxes) != grid.shape[0]: raise ValueError(f"{len(boxes)} box lists for a batch of {grid.shape[0]} images")
+        if len(boxes) != grid.shape[0]:
+            raise ValueError(f"{len(boxes)} box lists for a batch of {grid.shape[0]} images")
         for i, b in enumerate(boxes):
-            if b.ndim != 2 or b.shape[-1] != 4: raise BoxError(f"boxes of image {names[i] if names else i}: expected [k, 4], got {list(b.shape)}")
-            if not torch.isfinite(b).all(): raise BoxError(f"boxes of image {names[i] if names else i} are not finite: {b.tolist()}")
+            if b.ndim != 2 or b.shape[-1] != 4:
+                raise BoxError(f"boxes of image {names[i] if names else i}: "
+                               f"expected [k, 4], got {list(b.shape)}")
+            if not torch.isfinite(b).all():
+                raise BoxError(f"boxes of image {names[i] if names else i} "
+                               f"are not finite: {b.tolist()}")
         counts = torch.tensor([len(b) for b in boxes], device=grid.device)
         has = torch.nonzero(counts).flatten()
-        if not len(has): return grid.new_zeros(0, self.proj[1].out_features), has
-        rois = torch.cat([torch.cat([torch.full((len(b), 1), float(i)), b.float().cpu()], 1) for i, b in enumerate(boxes) if len(b)]).to(grid.device)
-        pooled = roi_align(grid, rois, self.pool, spatial_scale=grid.shape[-1] / self.input_size, sampling_ratio=2, aligned=True)
-        summed = grid.new_zeros(grid.shape[0], grid.shape[1]).index_add_(0, rois[:, 0].long(), pooled.mean((2, 3)))
+        if not len(has):
+            return grid.new_zeros(0, self.proj[1].out_features), has
+        rois = torch.cat([torch.cat([torch.full((len(b), 1), float(i)), b.float().cpu()], 1)
+                          for i, b in enumerate(boxes) if len(b)]).to(grid.device)
+        pooled = roi_align(grid, rois, self.pool, spatial_scale=grid.shape[-1] / self.input_size,
+                           sampling_ratio=2, aligned=True)
+        summed = grid.new_zeros(grid.shape[0], grid.shape[1])
+        summed = summed.index_add_(0, rois[:, 0].long(), pooled.mean((2, 3)))
         region = summed[has] / counts[has, None]
         with torch.autocast(grid.device.type, enabled=False):
             return F.normalize(self.proj(region), dim=-1), has
 
-    def forward(self, features: torch.Tensor, boxes: list[torch.Tensor], query: torch.Tensor, names=None) -> torch.Tensor:
+    def forward(self, features: torch.Tensor, boxes: list[torch.Tensor], query: torch.Tensor,
+                names=None) -> torch.Tensor:
         region, has = self.region_features(features, boxes, names)
         self.last = {'images_with_boxes': len(has)}
-        if not len(has): return sum((p * 0).sum() for p in self.parameters())
+        if not len(has):
+            return sum((p * 0).sum() for p in self.parameters())
         if self.temp.requires_grad:
-            with torch.no_grad(): self.temp.clamp_(0.001, 0.5)
+            with torch.no_grad():
+                self.temp.clamp_(0.001, 0.5)
         q = F.normalize(query[has].float(), dim=-1)
         logits = region @ q.T / self.temp
         target = torch.arange(len(has), device=logits.device)

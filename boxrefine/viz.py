@@ -23,15 +23,18 @@ from .boxes import convert_boxes, paired_iou
 __all__ = ['LAYER_COLOURS', 'PAIRED_LAYERS', 'as_box_dicts', 'layer_ious', 'draw_boxes', 'figure_png', 'BoxViewer', 'LossCurve']
 
 # %% ../nbs/10_viz.ipynb #870fff14
-LAYER_COLOURS = {'ground truth': '#2ca02c', 'noisy': '#ff7f0e', 'refined': '#1f77b4', 'yolo': '#d62728',
-                 'saliency': '#9467bd', 'generated': '#e377c2'}
+LAYER_COLOURS = {'ground truth': '#2ca02c', 'noisy': '#ff7f0e', 'refined': '#1f77b4',
+                 'yolo': '#d62728', 'saliency': '#9467bd', 'generated': '#e377c2'}
 _EXTRA_COLOURS = ['#8c564b', '#17becf', '#bcbd22', '#7f7f7f']
 
 def as_box_dicts(boxes) -> list[dict]:
-    "A layer as a list of `{'xyxy', 'score'?, 'label'?}` dicts, from dicts or a `[N, 4]` array of pixel `xyxy`."
-    if isinstance(boxes, (list, tuple)) and (not boxes or isinstance(boxes[0], dict)): return list(boxes)
-    arr = boxes.detach().cpu().numpy() if isinstance(boxes, torch.Tensor) else np.asarray(boxes, dtype=float)
-    if arr.size and (arr.ndim != 2 or arr.shape[1] != 4): raise ValueError(f"boxes: expected [N, 4] xyxy, got shape {arr.shape}")
+    "A layer as `{'xyxy', 'score'?, 'label'?}` dicts, from dicts or a `[N, 4]` pixel `xyxy` array."
+    if isinstance(boxes, (list, tuple)) and (not boxes or isinstance(boxes[0], dict)):
+        return list(boxes)
+    if isinstance(boxes, torch.Tensor): arr = boxes.detach().cpu().numpy()
+    else: arr = np.asarray(boxes, dtype=float)
+    if arr.size and (arr.ndim != 2 or arr.shape[1] != 4):
+        raise ValueError(f"boxes: expected [N, 4] xyxy, got shape {arr.shape}")
     return [{'xyxy': b.tolist()} for b in arr.reshape(-1, 4)]
 
 def _open(image) -> Image.Image:
@@ -42,35 +45,44 @@ def _open(image) -> Image.Image:
 
 PAIRED_LAYERS = ('noisy', 'refined')
 
-def layer_ious(layers: dict, reference: str = 'ground truth', paired=PAIRED_LAYERS) -> dict[str, list[float]]:
+def layer_ious(layers: dict, reference: str = 'ground truth',
+               paired=PAIRED_LAYERS) -> dict[str, list[float]]:
     "Per-box IoU with the reference layer of the `paired` layers (box i made from reference box i)."
     ref = as_box_dicts(layers.get(reference, []))
     out = {}
     for name, boxes in layers.items():
         boxes = as_box_dicts(boxes)
         if name not in paired or not ref: continue
-        if len(boxes) != len(ref): raise ValueError(f"layer {name!r} has {len(boxes)} boxes but {reference!r} has {len(ref)}: they must pair up")
+        if len(boxes) != len(ref):
+            raise ValueError(f"layer {name!r} has {len(boxes)} boxes "
+                             f"but {reference!r} has {len(ref)}: they must pair up")
         out[name] = paired_iou(torch.tensor([b['xyxy'] for b in boxes], dtype=torch.float64),
                                torch.tensor([b['xyxy'] for b in ref], dtype=torch.float64)).tolist()
     return out
 
-def draw_boxes(image, layers: dict, ax=None, score_threshold: float = 0.0, iou_reference: str = 'ground truth',
-               title: str | None = None, figsize=(6, 4.5)):
-    "Draw `image` with each layer of boxes (labels, scores, per-box IoU with the reference layer); returns the axes."
+def draw_boxes(image, layers: dict, ax=None, score_threshold: float = 0.0,
+               iou_reference: str = 'ground truth', title: str | None = None, figsize=(6, 4.5)):
+    "Draw `image` with each layer of boxes (labels, scores, per-box IoU); returns the axes."
     img = _open(image)
     if ax is None: ax = Figure(figsize=figsize).add_subplot()
-    ax.imshow(img); ax.set_axis_off()
+    ax.imshow(img)
+    ax.set_axis_off()
     ious = layer_ious(layers, iou_reference)
     for k, (name, boxes) in enumerate(layers.items()):
         colour = LAYER_COLOURS.get(name, _EXTRA_COLOURS[k % len(_EXTRA_COLOURS)])
         for i, b in enumerate(as_box_dicts(boxes)):
-            if 'score' in b and b['score'] < score_threshold: continue   # boxes without a score always show
+            # boxes without a score always show
+            if 'score' in b and b['score'] < score_threshold: continue
             x0, y0, x1, y1 = b['xyxy']
-            ax.add_patch(matplotlib.patches.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=colour, linewidth=2,
-                                                      linestyle='--' if name == 'noisy' else '-'))
-            text = ' '.join(t for t in (b.get('label') and str(b['label']), 'score' in b and f"{b['score']:.2f}",
+            ax.add_patch(matplotlib.patches.Rectangle(
+                (x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=colour, linewidth=2,
+                linestyle='--' if name == 'noisy' else '-'))
+            text = ' '.join(t for t in (b.get('label') and str(b['label']),
+                                        'score' in b and f"{b['score']:.2f}",
                                         name in ious and f"IoU {ious[name][i]:.2f}") if t)
-            if text: ax.text(x0, y0, text, fontsize=7, color='white', va='bottom', bbox={'facecolor': colour, 'alpha': .8, 'pad': 1, 'lw': 0})
+            if text:
+                ax.text(x0, y0, text, fontsize=7, color='white', va='bottom',
+                        bbox={'facecolor': colour, 'alpha': .8, 'pad': 1, 'lw': 0})
         ax.plot([], [], color=colour, label=f"{name} ({len(as_box_dicts(boxes))})")
     if layers: ax.legend(loc='lower right', fontsize=7, framealpha=.7)
     if title: ax.set_title(title, fontsize=9)
@@ -78,25 +90,33 @@ def draw_boxes(image, layers: dict, ax=None, score_threshold: float = 0.0, iou_r
 
 def figure_png(fig: Figure, dpi: int = 90) -> bytes:
     "A figure as PNG bytes."
-    buf = io.BytesIO(); fig.savefig(buf, format='png', dpi=dpi, bbox_inches='tight')
+    buf = io.BytesIO()
+    fig.savefig(buf, format='png', dpi=dpi, bbox_inches='tight')
     return buf.getvalue()
 
 # %% ../nbs/10_viz.ipynb #4bf05de3
 class BoxViewer:
-    "An ipywidgets viewer over images with layers of boxes: slider, name search, layer toggles, score threshold, per-box IoU."
+    "An ipywidgets viewer of images with layers of boxes: slider, search, toggles, threshold, IoU."
     def __init__(self, items: list[dict], figsize=(6, 4.5), iou_reference: str = 'ground truth'):
         if not items: raise ValueError("BoxViewer needs at least one item")
         self.items, self.figsize, self.iou_reference = items, figsize, iou_reference
         names = list(dict.fromkeys(k for it in items[:1000] for k in it['layers']))
-        self.slider = widgets.IntSlider(0, 0, len(items) - 1, description='image', continuous_update=False)
-        self.search = widgets.Text(placeholder='name contains…', description='find', continuous_update=False)
-        self.toggles = {n: widgets.Checkbox(True, description=n, indent=False, layout={'width': 'auto'}) for n in names}
-        self.threshold = widgets.FloatSlider(0.0, min=0.0, max=1.0, step=0.05, description='min score', continuous_update=False)
+        self.slider = widgets.IntSlider(0, 0, len(items) - 1, description='image',
+                                        continuous_update=False)
+        self.search = widgets.Text(placeholder='name contains…', description='find',
+                                   continuous_update=False)
+        self.toggles = {n: widgets.Checkbox(True, description=n, indent=False,
+                                            layout={'width': 'auto'})
+                        for n in names}
+        self.threshold = widgets.FloatSlider(0.0, min=0.0, max=1.0, step=0.05,
+                                             description='min score', continuous_update=False)
         self.image = widgets.Image(format='png')
         self.info = widgets.HTML()
-        for w in (self.slider, self.threshold, *self.toggles.values()): w.observe(lambda _: self.render(), 'value')
+        for w in (self.slider, self.threshold, *self.toggles.values()):
+            w.observe(lambda _: self.render(), 'value')
         self.search.observe(self._find, 'value')
-        self.widget = widgets.VBox([widgets.HBox([self.slider, self.search]), widgets.HBox([*self.toggles.values(), self.threshold]),
+        self.widget = widgets.VBox([widgets.HBox([self.slider, self.search]),
+                                    widgets.HBox([*self.toggles.values(), self.threshold]),
                                     self.image, self.info])
         self.renders = 0
         self.render()
@@ -104,7 +124,8 @@ class BoxViewer:
     @property
     def current(self) -> dict: return self.items[self.slider.value]
     def visible_layers(self) -> dict:
-        return {n: b for n, b in self.current['layers'].items() if self.toggles.get(n) is None or self.toggles[n].value}
+        return {n: b for n, b in self.current['layers'].items()
+                if self.toggles.get(n) is None or self.toggles[n].value}
 
     def _find(self, change):
         text = change['new'].strip().lower()
@@ -117,16 +138,21 @@ class BoxViewer:
         "Draw the current item with the visible layers into the image widget."
         it = self.current
         try:
-            ax = draw_boxes(it['image'], self.visible_layers(), score_threshold=self.threshold.value, iou_reference=self.iou_reference,
-                            title=f"{it['name']} ({self.slider.value + 1}/{len(self.items)})", figsize=self.figsize)
+            ax = draw_boxes(it['image'], self.visible_layers(),
+                            score_threshold=self.threshold.value, iou_reference=self.iou_reference,
+                            title=f"{it['name']} ({self.slider.value + 1}/{len(self.items)})",
+                            figsize=self.figsize)
         except (FileNotFoundError, ValueError) as e:
-            self.image.value, self.info.value = b'', f"<b>{it['name']}</b>: {e}"; return
+            self.image.value, self.info.value = b'', f"<b>{it['name']}</b>: {e}"
+            return
         self.image.value = figure_png(ax.figure)
         self.renders += 1
         ious = layer_ious(it['layers'], self.iou_reference)
-        rows = ''.join(f"<tr><td>{i}</td>" + ''.join(f"<td>{ious[n][i]:.3f}</td>" for n in ious) + "</tr>"
+        rows = ''.join(f"<tr><td>{i}</td>" + ''.join(f"<td>{ious[n][i]:.3f}</td>" for n in ious)
+                       + "</tr>"
                        for i in range(len(next(iter(ious.values()), []))))
-        self.info.value = (f"<table><tr><th>box</th>{''.join(f'<th>IoU {n}</th>' for n in ious)}</tr>{rows}</table>" if ious else '')
+        head = ''.join(f'<th>IoU {n}</th>' for n in ious)
+        self.info.value = (f"<table><tr><th>box</th>{head}</tr>{rows}</table>" if ious else '')
 
     def _ipython_display_(self):
         from IPython.display import display
@@ -138,18 +164,22 @@ class BoxViewer:
         coco = json.loads(Path(ann_file).read_text())
         names = {c['id']: c.get('name', str(c['id'])) for c in coco.get('categories', [])}
         by_image: dict = {}
-        for a in coco.get('annotations', []): by_image.setdefault(a['image_id'], []).append(a)
+        for a in coco.get('annotations', []):
+            by_image.setdefault(a['image_id'], []).append(a)
+        def _box(a):
+            xyxy = convert_boxes(np.asarray(a['bbox'], dtype=float), 'xywh', 'xyxy').tolist()
+            return {'xyxy': xyxy, 'label': names.get(a['category_id'], a['category_id'])}
         items = [{'name': im['file_name'], 'image': Path(img_dir) / im['file_name'],
-                  'layers': {'ground truth': [{'xyxy': convert_boxes(np.asarray(a['bbox'], dtype=float), 'xywh', 'xyxy').tolist(),
-                                               'label': names.get(a['category_id'], a['category_id'])} for a in by_image.get(im['id'], [])]}}
+                  'layers': {'ground truth': [_box(a) for a in by_image.get(im['id'], [])]}}
                  for im in coco['images']]
         return cls(items, **kwargs)
 
     @classmethod
     def from_predictions(cls, records: list[dict], **kwargs) -> 'BoxViewer':
-        "Refinement predictions (`boxrefine.train.predict_refiner`): ground truth, noisy and refined boxes per image."
+        "Refinement predictions (`boxrefine.train.predict_refiner`): ground truth, noisy, refined."
         layers = ('ground truth', 'noisy', 'refined')
-        return cls([{'name': r['name'], 'image': r['image'], 'layers': {k: r[k] for k in layers if k in r}} for r in records], **kwargs)
+        return cls([{'name': r['name'], 'image': r['image'],
+                     'layers': {k: r[k] for k in layers if k in r}} for r in records], **kwargs)
 
     @classmethod
     def from_boxes_file(cls, boxes_file, cirr_root=None, **kwargs) -> 'BoxViewer':
@@ -157,18 +187,20 @@ class BoxViewer:
         from boxrefine.boxgen import cirr_images, load_boxes
         boxes, meta = load_boxes(boxes_file)
         root = cirr_root or meta.get('cirr_root')
-        if root is None: raise ValueError(f"{boxes_file} has no sidecar naming its CIRR root: pass cirr_root")
+        if root is None:
+            raise ValueError(f"{boxes_file} has no sidecar naming its CIRR root: pass cirr_root")
         paths = cirr_images(root, meta.get('params', {}).get('split', 'val'))
         items = []
         for name, bs in boxes.items():
             layers = {}
-            for b in bs: layers.setdefault(b.get('source', 'generated'), []).append(b)
+            for b in bs:
+                layers.setdefault(b.get('source', 'generated'), []).append(b)
             items.append({'name': name, 'image': paths.get(name, name), 'layers': layers})
         return cls(items, **kwargs)
 
 # %% ../nbs/10_viz.ipynb #dfe0d5dd
 class LossCurve:
-    "A live loss / validation curve widget, updated through the training loop's `on_step` and `on_epoch` callbacks."
+    "A live loss / validation curve widget, fed by the training loop's `on_step` and `on_epoch`."
     def __init__(self, figsize=(9, 3.2), min_interval: float = 1.0):
         self.steps: list[dict] = []
         self.epochs: list[dict] = []
@@ -184,31 +216,42 @@ class LossCurve:
 
     def on_epoch(self, row: dict):
         "Callback for every finished epoch (a metrics.csv row)."
-        self.epochs.append(dict(row)); self.draw()
+        self.epochs.append(dict(row))
+        self.draw()
 
     def draw(self):
         fig = Figure(figsize=self.figsize)
         a, b = fig.subplots(1, 2)
         if self.steps:
-            a.plot(range(1, len(self.steps) + 1), [s['loss'] for s in self.steps], color='#bbbbbb', lw=1, label='step loss')
-        per_epoch = {k for r in self.epochs for k in r if k.startswith('train_') and k not in ('train_hit',)}
+            a.plot(range(1, len(self.steps) + 1), [s['loss'] for s in self.steps], color='#bbbbbb',
+                   lw=1, label='step loss')
+        per_epoch = {k for r in self.epochs for k in r
+                     if k.startswith('train_') and k not in ('train_hit',)}
         if self.epochs and self.steps:   # epoch means at the step where each epoch ended
-            ends = np.cumsum([sum(1 for s in self.steps if s['epoch'] == r['epoch']) for r in self.epochs])
+            ends = np.cumsum([sum(1 for s in self.steps if s['epoch'] == r['epoch'])
+                              for r in self.epochs])
         else: ends = [r['epoch'] for r in self.epochs]
         for k in sorted(per_epoch):
-            if 'loss' in k: a.plot(ends, [r.get(k, np.nan) for r in self.epochs], marker='o', label=k)
-        a.set_xlabel('step' if self.steps else 'epoch'); a.set_title('loss')
-        for k in sorted({k for r in self.epochs for k in r if k.startswith('val_') or k == 'train_iou'}):
+            if 'loss' in k:
+                a.plot(ends, [r.get(k, np.nan) for r in self.epochs], marker='o', label=k)
+        a.set_xlabel('step' if self.steps else 'epoch')
+        a.set_title('loss')
+        val_keys = {k for r in self.epochs for k in r if k.startswith('val_') or k == 'train_iou'}
+        for k in sorted(val_keys):
             if isinstance(self.epochs[-1].get(k), (int, float)):
-                b.plot([r['epoch'] for r in self.epochs], [r.get(k, np.nan) for r in self.epochs], marker='o', label=k)
-        b.set_xlabel('epoch'); b.set_title('validation')
+                b.plot([r['epoch'] for r in self.epochs], [r.get(k, np.nan) for r in self.epochs],
+                       marker='o', label=k)
+        b.set_xlabel('epoch')
+        b.set_title('validation')
         for ax in (a, b):
             if ax.get_legend_handles_labels()[0]: ax.legend(fontsize=7)
         fig.tight_layout()
         self.image.value = figure_png(fig, dpi=80)
         last = self.epochs[-1] if self.epochs else (self.steps[-1] if self.steps else {})
-        self.label.value = ' · '.join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in last.items()
-                                      if k in ('epoch', 'step', 'loss', 'train_loss', 'val_refined_iou', 'val_noisy_iou', 'val_AP'))
+        shown = ('epoch', 'step', 'loss', 'train_loss', 'val_refined_iou', 'val_noisy_iou',
+                 'val_AP')
+        self.label.value = ' · '.join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                                      for k, v in last.items() if k in shown)
         self._last_draw = time.monotonic()
 
     def _ipython_display_(self):
