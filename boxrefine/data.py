@@ -93,6 +93,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
 
+from .features import _pil_open
+
 Id = Annotated[int, Strict()]
 Size = Annotated[int, Strict(), Field(ge=1)]
 Coord = Annotated[float, Strict()] | None    # NaN, inf, null: bad boxes, counted; not structural
@@ -233,7 +235,7 @@ def image_header_size(path) -> tuple[int, int] | None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter('ignore', Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            with _pil_open()(path) as im:     # PIL's own, not ultralytics' replacement
                 w, h = im.size
                 turned = im.getexif().get(0x0112) in (5, 6, 7, 8)   # 90-degree EXIF orientations
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError):
