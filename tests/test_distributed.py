@@ -70,8 +70,11 @@ def test_two_processes_train_like_one_with_the_same_global_batch(shapes):
     assert json.loads((two / 'report.json').read_text())['processes'] == 2
     ck = load_checkpoint(two / 'last.pt')
     assert not any(k.startswith('module.') for k in ck['model'])            # loads in one process
-    r = run('train', '--config', shapes / 'two.yaml', '--out', two, '--resume', two / 'last.pt', torchrun=2)
-    assert 'resumed from' in r.stdout
+    five = {**config(shapes, 2)}
+    five['training'] = {**five['training'], 'num_epochs': 5}
+    (shapes / 'five.yaml').write_text(yaml.safe_dump(five))
+    r = run('train', '--config', shapes / 'five.yaml', '--out', two, '--resume', two / 'last.pt', torchrun=2)
+    assert 'resumed from' in r.stdout and [x['epoch'] for x in metrics(two)] == ['1', '2', '3', '4', '5']
 
 
 def cache_entries(cache_dir: Path) -> dict[str, dict]:
