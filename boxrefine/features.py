@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from fastcore.basics import patch
 import torch
 from PIL import Image, UnidentifiedImageError
 from safetensors.torch import load as st_load
@@ -165,6 +166,7 @@ class HQSAMFeatures:
     def __repr__(self): return f"HQSAMFeatures({self.fingerprint()!r}, device={self.device})"
 
 # %% ../nbs/03_features.ipynb #d929f4a7
+@patch
 def _prepare(self: HQSAMFeatures, image) -> tuple:
     "Resize (longest side 1024), normalise and pad one image: ([1, 3, 1024, 1024], original (h, w), input (h, w), thumbnail)."
     arr = np.asarray(image.convert('RGB') if isinstance(image, Image.Image) else image)
@@ -177,8 +179,9 @@ def _prepare(self: HQSAMFeatures, image) -> tuple:
     thumb[:th, :tw] = np.asarray(Image.fromarray(resized).resize((tw, th), Image.BILINEAR))
     return self.sam.preprocess(x), tuple(arr.shape[:2]), tuple(resized.shape[:2]), torch.from_numpy(thumb).permute(2, 0, 1)
 
+@patch
 @torch.inference_mode()
-def _extract(self: HQSAMFeatures, images: list) -> list[dict[str, torch.Tensor]]:
+def extract(self: HQSAMFeatures, images: list) -> list[dict[str, torch.Tensor]]:
     "Features of a batch of images: `image_embedding` [256, 64, 64], `interm_embedding` [64, 64, C], `thumbnail`, sizes (h, w)."
     if not images: return []
     prepared = [self._prepare(im) for im in images]
@@ -186,8 +189,6 @@ def _extract(self: HQSAMFeatures, images: list) -> list[dict[str, torch.Tensor]]
     return [{'image_embedding': embeddings[i], 'interm_embedding': interm[0][i], 'thumbnail': thumb,
              'original_size': torch.tensor(orig), 'input_size': torch.tensor(inp)}
             for i, (_, orig, inp, thumb) in enumerate(prepared)]
-
-HQSAMFeatures._prepare, HQSAMFeatures.extract = _prepare, _extract
 
 # %% ../nbs/03_features.ipynb #6224521e
 def feature_grid_boxes(boxes: torch.Tensor, original_size, img_size: int = 1024, grid_size: int = 64) -> torch.Tensor:
