@@ -21,15 +21,16 @@ import torch
 from torchvision.ops import box_iou, nms
 from tqdm.auto import tqdm
 
-from .cache import atomic_write_bytes
+from .atomic import atomic_write_bytes
 from .features import ImageLoadError, load_image
 
 # %% auto #0
-__all__ = ['CIRR_SPLITS', 'IMAGE_ERRORS', 'SALIENCY_WORK_SIZE', 'SALIENCY_SCALES', 'UNTRUSTED_WEIGHTS', 'BOXGEN_METHODS',
-           'SIZE_BINS', 'UnsafePathError', 'path_in_root', 'find_split_file', 'split_entries', 'cirr_split',
-           'cirr_images', 'read_image', 'saliency_map', 'saliency_boxes', 'check_yolo_config', 'resolve_yolo_weights',
-           'load_yolo', 'yolo_boxes', 'merge_hybrid', 'meta_path', 'default_output', 'write_boxes', 'generate_boxes',
-           'load_boxes', 'box_stats', 'format_stats', 'safe_filename', 'show_boxes', 'merge_boxes']
+__all__ = ['CIRR_SPLITS', 'IMAGE_ERRORS', 'SALIENCY_WORK_SIZE', 'SALIENCY_MIN_SIDE', 'MBD_PASSES', 'BORDER_STRIP',
+           'PROPOSAL_NMS_IOU', 'UNTRUSTED_WEIGHTS', 'BOXGEN_METHODS', 'SIZE_BINS', 'UnsafePathError', 'path_in_root',
+           'find_split_file', 'split_entries', 'cirr_split', 'cirr_images', 'read_image', 'saliency_map',
+           'main_object_iou', 'saliency_boxes', 'check_yolo_config', 'resolve_yolo_weights', 'load_yolo', 'yolo_boxes',
+           'merge_hybrid', 'meta_path', 'default_output', 'write_boxes', 'generate_boxes', 'load_boxes', 'box_stats',
+           'format_stats', 'safe_filename', 'boxes_images', 'show_boxes', 'merge_boxes']
 
 # %% ../nbs/08_boxgen.ipynb #1f748305
 class UnsafePathError(ValueError):
@@ -98,55 +99,191 @@ def read_image(path) -> np.ndarray:
     "An image as an HxWx3 BGR uint8 array, read by `load_image` (its errors name a bad file)."
     return cv2.cvtColor(np.asarray(load_image(path)), cv2.COLOR_RGB2BGR)
 
-# %% ../nbs/08_boxgen.ipynb #d752618c
-SALIENCY_WORK_SIZE = 256   # long side of the image the saliency map is computed on
-SALIENCY_SCALES = (1, 2)    # spectra of the working image and of its half-size copy, averaged
+# %% ../nbs/08_boxgen.ipynb #d5c34fbf
+SALIENCY_WORK_SIZE = 128   # long side of the image the saliency map is computed on
+SALIENCY_MIN_SIDE = 16     # least short side there: a 20x2000 strip is not squashed to one row
+MBD_PASSES = 2             # raster passes of the minimum barrier distance, four sweeps each
+BORDER_STRIP = 0.1         # each border strip's share of the image's height or width
+
+def _bgr(image) -> np.ndarray:
+    "`image` as HxWx3 BGR uint8: grey (HxW or HxWx1) and BGRA arrays are converted."
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim not in (2, 3) or image.size == 0 or (
+            image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
+        raise ValueError(f"expected an HxW, HxWx3 or HxWx4 uint8 image (as read_image gives), "
+                         f"got shape {image.shape} and dtype {image.dtype}")
+    if image.ndim == 2 or image.shape[2] == 1: return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR) if image.shape[2] == 4 else image
+
+def _work_image(image: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
+    "`image` shrunk to its working size, and the x and y scales from original to working pixels."
+    h, w = image.shape[:2]
+    s = min(1.0, SALIENCY_WORK_SIZE / max(h, w))
+    size = tuple(min(n, max(round(n * s), SALIENCY_MIN_SIDE)) for n in (w, h))
+    if size == (w, h): return image, (1.0, 1.0)
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA), (size[0] / w, size[1] / h)
+
+# %% ../nbs/08_boxgen.ipynb #a897745f
+def _mbd(lab: np.ndarray, passes: int = MBD_PASSES) -> np.ndarray:
+    "Minimum barrier distance from each pixel to the image border, summed over the channels."
+    img = np.ascontiguousarray(np.moveaxis(lab, -1, 0), dtype=np.float32)   # channels first
+    dist = np.full(img.shape, np.inf, np.float32)
+    dist[:, [0, -1]] = 0
+    dist[:, :, [0, -1]] = 0
+    hi, lo = img.copy(), img.copy()          # the highest and lowest value on each best path
+    for _ in range(passes):
+        for arrays in ((dist, hi, lo, img), [a.transpose(0, 2, 1) for a in (dist, hi, lo, img)]):
+            d, u, l, im = arrays             # rows, then columns (the transposed views)
+            n = im.shape[1]
+            forward = zip(range(1, n), range(n - 1))
+            backward = zip(range(n - 2, -1, -1), range(n - 1, 0, -1))
+            for rows in (forward, backward):
+                for i, prev in rows:         # extend the paths of the previous row by one step
+                    up = np.maximum(u[:, prev], im[:, i])
+                    down = np.minimum(l[:, prev], im[:, i])
+                    new = up - down
+                    better = new < d[:, i]
+                    np.copyto(d[:, i], new, where=better)
+                    np.copyto(u[:, i], up, where=better)
+                    np.copyto(l[:, i], down, where=better)
+    return dist.sum(0)
+
+# %% ../nbs/08_boxgen.ipynb #480b00df
+def _unit(x: np.ndarray) -> np.ndarray:
+    lo, hi = float(x.min()), float(x.max())
+    return (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
+
+def _backgroundness(lab: np.ndarray) -> np.ndarray:
+    "How unlike the four border strips a pixel's colour is; the strip most unlike is left out."
+    h, w = lab.shape[:2]
+    pixels = lab.reshape(-1, 3)
+    bh, bw = max(1, round(h * BORDER_STRIP)), max(1, round(w * BORDER_STRIP))
+    maps = []
+    for strip in (lab[:bh], lab[-bh:], lab[:, :bw], lab[:, -bw:]):
+        colours = strip.reshape(-1, 3)
+        centred = colours - colours.mean(0)
+        cov = centred.T @ centred / len(colours) + np.eye(3)   # + 1: a flat strip stays finite
+        d = pixels - colours.mean(0)
+        maps.append(_unit(np.sqrt(((d @ np.linalg.inv(cov)) * d).sum(1))))
+    maps = np.stack(maps)
+    return _unit(maps.sum(0) - maps.max(0)).reshape(h, w)
+
+def saliency_map(image: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
+    "Saliency in [0, 1] of an image at working size, and the x and y scales to working pixels."
+    small, scale = _work_image(_bgr(image))
+    lab = cv2.cvtColor(small, cv2.COLOR_BGR2LAB).astype(np.float32)
+    if lab.reshape(-1, 3).std(0).max() < 1:     # no contrast: nothing stands out
+        return np.zeros(lab.shape[:2], np.float32), scale
+    return _unit(_unit(_mbd(lab)) + _backgroundness(lab)), scale
+
+# %% ../nbs/08_boxgen.ipynb #ce40cc3f
+PROPOSAL_NMS_IOU = 0.7    # a proposal this close to a better-ranked one adds nothing
+
+def _regions(mask: np.ndarray, min_px: float) -> list[tuple[list[int], int]]:
+    "Boxes (working pixels) and areas of the connected regions of `mask`, largest first."
+    mask = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    found = [([x, y, x + w, y + h], a) for x, y, w, h, a in stats[1:].tolist() if a >= min_px]
+    return sorted(found, key=lambda r: -r[1])
+
+def _hysteresis(sal: np.ndarray, high: float, low: float) -> np.ndarray:
+    "Pixels above `low` that are connected to a pixel above `high`."
+    _, labels = cv2.connectedComponents((sal > low).astype(np.uint8), connectivity=8)
+    seeds = np.unique(labels[sal > high])
+    return np.isin(labels, seeds[seeds > 0])
+
+def _union(regions: list) -> list[int] | None:
+    if not regions: return None
+    b = np.array([r[0] for r in regions])
+    return [*b[:, :2].min(0).tolist(), *b[:, 2:].max(0).tolist()]
+
+def _mass_box(sal: np.ndarray, tail: float = 0.02) -> list[int] | None:
+    "The box that leaves out `tail` of the squared saliency on each of its four sides."
+    w = sal.astype(np.float64) ** 2
+    if w.sum() <= 0: return None
+    def span(m):
+        c = np.cumsum(m) / m.sum()
+        return int(np.searchsorted(c, tail)), int(np.searchsorted(c, 1 - tail)) + 1
+    (x0, x1), (y0, y1) = span(w.sum(0)), span(w.sum(1))
+    return [x0, y0, x1, y1]
+
+# %% ../nbs/08_boxgen.ipynb #6d877ccf
+def main_object_iou(found: list[dict], truth) -> tuple[float, float]:
+    "IoU of the first box in `found` with the `truth` box (xyxy), and the best IoU of any box."
+    if not found: return 0.0, 0.0
+    iou = box_iou(torch.tensor([truth], dtype=torch.float64),
+                  torch.tensor([b['xyxy'] for b in found], dtype=torch.float64))[0]
+    return float(iou[0]), float(iou.max())
+
+# %% ../nbs/08_boxgen.ipynb #98a16fd8
+def saliency_boxes(image: np.ndarray, min_area: float = 0.01, max_boxes: int = 10) -> list[dict]:
+    "Ranked boxes (original pixels, `xyxy`) of an image's salient object: the whole object first."
+    sal, (sx, sy) = saliency_map(image)
+    if sal.max() <= 0: return []
+    t = max(cv2.threshold((sal * 255).astype(np.uint8), 0, 255,
+                          cv2.THRESH_BINARY + cv2.THRESH_OTSU)[0] / 255, 0.05)
+    min_px = max(min_area * sal.size, 1)
+    whole = _regions(_hysteresis(sal, t, t / 2), min_px)   # each object, grown from its core
+    core = _regions(sal > t, min_px)                        # the most salient parts
+    ranked = [_union(whole), _union(core), *(r[0] for r in core + whole), _mass_box(sal)]
+    ranked = [b for b in ranked if b is not None]
+    if not ranked: return []
+    boxes = torch.tensor(ranked, dtype=torch.float64)
+    keep = nms(boxes, -torch.arange(len(ranked), dtype=torch.float64), PROPOSAL_NMS_IOU)
+    H, W = image.shape[:2]
+    out = []
+    for x0, y0, x1, y1 in boxes[keep].int().tolist():
+        if (x1 - x0) * (y1 - y0) < min_px: continue
+        xyxy = [x0 / sx, y0 / sy, min(x1 / sx, W), min(y1 / sy, H)]
+        out.append({'xyxy': [float(v) for v in xyxy], 'score': float(sal[y0:y1, x0:x1].mean()),
+                    'label': 'salient', 'source': 'saliency'})
+    return out[:max_boxes]
+
+# %% ../nbs/08_boxgen.ipynb #eab33693
+_SPECTRAL_WORK_SIZE = 256   # long side of the image the spectral-residual map is computed on
+_SPECTRAL_SCALES = (1, 2)   # spectra of the working image and of its half-size copy, averaged
 
 def _spectral_residual(image: np.ndarray, factor: int = 1) -> np.ndarray:
-    "Hou & Zhang's saliency of HxWxC `image` shrunk by `factor`, summed over its channels, at the image's size."
-    small = image if factor == 1 else cv2.resize(image, (max(1, image.shape[1] // factor), max(1, image.shape[0] // factor)),
-                                                  interpolation=cv2.INTER_AREA)
+    "Hou & Zhang's saliency of HxWxC `image` shrunk by `factor`, summed over channels, full size."
+    small = image if factor == 1 else cv2.resize(
+        image, (max(1, image.shape[1] // factor), max(1, image.shape[0] // factor)),
+        interpolation=cv2.INTER_AREA)
     spectrum = scipy.fft.fft2(small.astype(np.float32), axes=(0, 1))
     amp = np.abs(spectrum) + 1e-8
     log_amp = np.log(amp)
     residual = log_amp - cv2.blur(log_amp, (3, 3))
-    # exp(residual + i·phase) = exp(residual) · spectrum / |spectrum|: no complex exponential needed
+    # exp(residual + i·phase) = exp(residual) · spectrum / |spectrum|: no complex exponential
     sal = np.abs(scipy.fft.ifft2(spectrum * (np.exp(residual) / amp), axes=(0, 1))) ** 2
     # a flat channel (a and b of a grey image) has an all-zero spectrum: its 1e-8 floor makes a
     # huge constant map that swamps the other channels in float32; it is not salient anywhere
     sal[..., small.reshape(-1, small.shape[-1]).std(0) < 1e-3] = 0
     sal = cv2.GaussianBlur(sal.sum(-1).astype(np.float32), (0, 0), 2 / factor)
-    return sal if factor == 1 else cv2.resize(sal, image.shape[1::-1], interpolation=cv2.INTER_LINEAR)
+    if factor == 1: return sal
+    return cv2.resize(sal, image.shape[1::-1], interpolation=cv2.INTER_LINEAR)
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    lo, hi = float(x.min()), float(x.max())
-    return (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
-
-def saliency_map(image: np.ndarray) -> tuple[np.ndarray, float]:
-    "The saliency map (values in [0, 1]) of a BGR image at working size, and the scale from original to working pixels."
+def _spectral_boxes(image: np.ndarray, min_area: float = 0.01, max_boxes: int = 10) -> list[dict]:
+    "The spectral-residual boxes boxgen made before the object-level method (for the bench)."
     h, w = image.shape[:2]
-    scale = min(1.0, SALIENCY_WORK_SIZE / max(h, w))
-    small = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA) if scale < 1 else image
+    scale = min(1.0, _SPECTRAL_WORK_SIZE / max(h, w))
+    small = image if scale == 1 else cv2.resize(
+        image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
     lab = cv2.cvtColor(small, cv2.COLOR_BGR2LAB)
-    if lab.reshape(-1, 3).std(0).max() < 1: return np.zeros(lab.shape[:2], np.float32), scale   # no contrast, nothing stands out
-    maps = [_unit(_spectral_residual(lab, f)) for f in SALIENCY_SCALES]
-    return sum(maps) / len(maps), scale
-
-def saliency_boxes(image: np.ndarray, min_area: float = 0.01, max_boxes: int = 10) -> list[dict]:
-    "Boxes (original pixels, `xyxy`) of the salient regions of a BGR image, best first."
-    sal, scale = saliency_map(image)
+    if lab.reshape(-1, 3).std(0).max() < 1: return []    # no contrast, nothing stands out
+    sal = sum(_unit(_spectral_residual(lab, f)) for f in _SPECTRAL_SCALES) / len(_SPECTRAL_SCALES)
     if sal.max() <= 0: return []
-    _, mask = cv2.threshold((sal * 255).astype(np.uint8), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    _, mask = cv2.threshold((sal * 255).astype(np.uint8), 0, 255,
+                            cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
     n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-    H, W = image.shape[:2]
-    mean_sal = np.bincount(labels.ravel(), weights=sal.ravel(), minlength=n) / np.maximum(stats[:, 4], 1)  # per component, one pass
+    mean_sal = np.bincount(labels.ravel(), weights=sal.ravel(), minlength=n) / np.maximum(
+        stats[:, 4], 1)
     boxes = []
     for i in range(1, n):
-        x, y, w, h, _ = stats[i]
-        if w * h < min_area * sal.size: continue
-        xyxy = [float(x / scale), float(y / scale), float(min((x + w) / scale, W)), float(min((y + h) / scale, H))]
-        boxes.append({'xyxy': xyxy, 'score': float(mean_sal[i]), 'label': 'salient', 'source': 'saliency'})
+        x, y, bw, bh, _ = stats[i]
+        if bw * bh < min_area * sal.size: continue
+        xyxy = [x / scale, y / scale, min((x + bw) / scale, w), min((y + bh) / scale, h)]
+        boxes.append({'xyxy': [float(v) for v in xyxy], 'score': float(mean_sal[i]),
+                      'label': 'salient', 'source': 'saliency'})
     return sorted(boxes, key=lambda b: -b['score'])[:max_boxes]
 
 # %% ../nbs/08_boxgen.ipynb #84c26bff
@@ -248,7 +385,8 @@ def yolo_boxes(model, images: list[np.ndarray], conf: float = 0.25, classes=None
     return out
 
 # %% ../nbs/08_boxgen.ipynb #57304b5f
-def merge_hybrid(yolo: list[dict], saliency: list[dict], overlap_iou: float = 0.3, nms_iou: float = 0.5) -> list[dict]:
+def merge_hybrid(yolo: list[dict], saliency: list[dict], overlap_iou: float = 0.3,
+                 nms_iou: float = 0.5) -> list[dict]:
     "YOLO boxes plus the saliency boxes they do not cover, after NMS, best first."
     if yolo and saliency:
         iou = box_iou(torch.tensor([b['xyxy'] for b in saliency], dtype=torch.float64),
@@ -444,21 +582,26 @@ def box_stats(boxes: dict, meta: dict | None = None) -> dict:
     hist = np.histogram(rel, bins=SIZE_BINS)[0].tolist() if rel else []
     with_boxes = sum(c > 0 for c in counts)
     return {'images': len(boxes), 'images_with_boxes': with_boxes,
-            'images_with_boxes_pct': 100 * with_boxes / len(boxes) if boxes else 0.0, 'boxes': sum(counts),
+            'images_with_boxes_pct': 100 * with_boxes / len(boxes) if boxes else 0.0,
+            'boxes': sum(counts),
             'boxes_per_image': {'mean': statistics.fmean(counts) if counts else 0.0,
-                                'median': statistics.median(counts) if counts else 0, 'max': max(counts, default=0)},
+                                'median': statistics.median(counts) if counts else 0,
+                                'max': max(counts, default=0)},
             'boxes_per_source': sources, 'failed_images': len((meta or {}).get('failed', {})),
-            'size_histogram': {f"{lo:g}-{min(hi, 1):g}": n for lo, hi, n in zip(SIZE_BINS, SIZE_BINS[1:], hist)}}
+            'size_histogram': {f"{lo:g}-{min(hi, 1):g}": n
+                               for lo, hi, n in zip(SIZE_BINS, SIZE_BINS[1:], hist)}}
 
 def format_stats(stats: dict) -> str:
     "A few readable lines."
     bpi = stats['boxes_per_image']
-    lines = [f"images {stats['images']}, with boxes {stats['images_with_boxes']} ({stats['images_with_boxes_pct']:.1f}%), "
+    pairs = lambda d: ", ".join(f"{k} {v}" for k, v in d.items())
+    lines = [f"images {stats['images']}, with boxes {stats['images_with_boxes']} "
+             f"({stats['images_with_boxes_pct']:.1f}%), "
              f"boxes {stats['boxes']}, failed images {stats['failed_images']}",
              f"boxes per image: mean {bpi['mean']:.2f}, median {bpi['median']}, max {bpi['max']}",
-             "boxes per source: " + (", ".join(f"{k} {v}" for k, v in stats['boxes_per_source'].items()) or 'none')]
+             "boxes per source: " + (pairs(stats['boxes_per_source']) or 'none')]
     if stats['size_histogram']:
-        lines.append("box size (sqrt of area share): " + ", ".join(f"{k} {v}" for k, v in stats['size_histogram'].items()))
+        lines.append("box size (sqrt of area share): " + pairs(stats['size_histogram']))
     return '\n'.join(lines)
 
 def safe_filename(name: str, suffix: str = '') -> str:
@@ -468,13 +611,18 @@ def safe_filename(name: str, suffix: str = '') -> str:
     if safe != name: safe += '-' + hashlib.sha256(str(name).encode()).hexdigest()[:10]
     return safe + suffix
 
+def boxes_images(boxes_file, meta: dict, cirr_root=None) -> tuple:
+    "The CIRR root of a boxes file (`cirr_root`, else its sidecar's) and its split's images."
+    root = cirr_root or meta.get('cirr_root')
+    if root is None:
+        raise ValueError(f"{boxes_file} has no sidecar naming its CIRR root: "
+                         "pass --cirr-root (cirr_root in Python)")
+    return root, cirr_images(root, meta.get('params', {}).get('split', 'val'))
+
 def show_boxes(boxes_file, n: int = 8, out_dir='boxes_preview', cirr_root=None) -> list[Path]:
     "Draw the first `n` images that have boxes, with their boxes, to PNG files in `out_dir`."
     boxes, meta = load_boxes(boxes_file)
-    root = cirr_root or meta.get('cirr_root')
-    if root is None:
-        raise ValueError(f"{boxes_file} has no sidecar naming its CIRR root: pass --cirr-root")
-    images = cirr_images(root, meta.get('params', {}).get('split', 'val'))
+    root, images = boxes_images(boxes_file, meta, cirr_root)
     with_boxes = [k for k, v in boxes.items() if v]
     if any(k not in images for k in with_boxes):
         print(f"not drawn: {sum(k not in images for k in with_boxes)} images with boxes that have "
@@ -499,20 +647,25 @@ def show_boxes(boxes_file, n: int = 8, out_dir='boxes_preview', cirr_root=None) 
 
 # %% ../nbs/08_boxgen.ipynb #9f9ba5f7
 def merge_boxes(output, shard_files: list, overwrite: bool = False) -> dict:
-    "Combine shard outputs of one split into `output` (and its sidecar); returns duplicates and missing images."
+    "Combine shard outputs of one split into `output` and its sidecar; duplicates, missing images."
     output = Path(output)
-    if output.exists() and not overwrite: raise FileExistsError(f"{output} exists; pass --overwrite to replace it")
+    if output.exists() and not overwrite:
+        raise FileExistsError(f"{output} exists; pass --overwrite to replace it")
     if not shard_files: raise ValueError("no shard files to merge")
     parts = []
     for f in shard_files:
         boxes, meta = load_boxes(f)
-        if not meta: raise ValueError(f"{f} has no {meta_path(f).name}: cannot tell its split and parameters")
+        if not meta:
+            raise ValueError(f"{f} has no {meta_path(f).name}: "
+                             "cannot tell its split and parameters")
         parts.append((Path(f), boxes, meta))
     strip = lambda m: {k: v for k, v in m['params'].items() if k != 'shard'}
     params = strip(parts[0][2])
     for f, _, m in parts[1:]:
-        if strip(m) != params: raise ValueError(f"{f} was made with other parameters than {parts[0][0]}")
-    if len({m['cirr_root'] for _, _, m in parts}) > 1: raise ValueError("the shards come from different CIRR roots")
+        if strip(m) != params:
+            raise ValueError(f"{f} was made with other parameters than {parts[0][0]}")
+    if len({m['cirr_root'] for _, _, m in parts}) > 1:
+        raise ValueError("the shards come from different CIRR roots")
     merged, sizes, failed, duplicates = {}, {}, {}, []
     for f, boxes, m in parts:
         for name, bs in boxes.items():
@@ -526,9 +679,12 @@ def merge_boxes(output, shard_files: list, overwrite: bool = False) -> dict:
     meta = {**parts[0][2], 'params': params, 'done': len(ordered), 'images': len(split_names),
             'failed': {n: failed[n] for n in split_names if n in failed and n not in merged},
             'complete': all(m.get('complete') for _, _, m in parts) and not missing,
-            'image_sizes': {n: sizes[n] for n in ordered}, 'merged_from': [str(f) for f, _, _ in parts],
+            'image_sizes': {n: sizes[n] for n in ordered},
+            'merged_from': [str(f) for f, _, _ in parts],
             'duplicates': sorted(set(duplicates)), 'missing': missing}
     write_boxes(output, ordered, meta)
-    print(f"merged {len(parts)} shards into {output}: {len(ordered)} images, {len(meta['failed'])} failed, "
-          f"{len(meta['duplicates'])} duplicated, {len(missing)} missing")
-    return {'output': str(output), 'images': len(ordered), 'duplicates': meta['duplicates'], 'missing': missing}
+    print(f"merged {len(parts)} shards into {output}: {len(ordered)} images, "
+          f"{len(meta['failed'])} failed, {len(meta['duplicates'])} duplicated, "
+          f"{len(missing)} missing")
+    return {'output': str(output), 'images': len(ordered), 'duplicates': meta['duplicates'],
+            'missing': missing}

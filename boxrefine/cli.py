@@ -15,13 +15,13 @@ from . import __version__
 
 
 # %% auto #0
-__all__ = ['COMMANDS', 'USER_ERRORS', 'subcommand', 'UserError', 'DiskFullError', 'build_parser', 'main']
+__all__ = ['COMMANDS', 'USER_ERRORS', 'DETR_PRETRAINED', 'CIRR_ROOT', 'subcommand', 'UserError', 'build_parser', 'main']
 
 # %% ../nbs/11_cli.ipynb #42b007f5
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {}
 
 def subcommand(name: str, help: str):
-    "Register `configure(parser)` as `boxrefine NAME`; `configure` adds flags and sets `run` with `parser.set_defaults`."
+    "Register `configure(parser)` as `boxrefine NAME`: it adds flags, and `run` by `set_defaults`."
     def register(configure):
         COMMANDS[name] = (help, configure)
         return configure
@@ -30,23 +30,21 @@ def subcommand(name: str, help: str):
 class UserError(Exception):
     "An error the user can fix from its message alone (printed without a traceback)."
 
-class DiskFullError(OSError):
-    "The disk filled up while writing; the message names the file, the bytes needed and the bytes free."
-    # Defined here, not in `boxrefine.cache` which raises it: this module must not import torch.
-    def __str__(self): return self.strerror
+from .atomic import DiskFullError   # torch-free, as this module must be
 
-USER_ERRORS = (UserError, ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, KeyError,
-               DiskFullError)
+USER_ERRORS = (UserError, ValueError, FileNotFoundError, FileExistsError, NotADirectoryError,
+               KeyError, DiskFullError)
 
 # %% ../nbs/11_cli.ipynb #4bd2d7a0
 def build_parser() -> argparse.ArgumentParser:
     "The `boxrefine` argument parser with every registered subcommand."
     parser = argparse.ArgumentParser(
         prog='boxrefine',
-        description='Train and check box-level vision modules: box refinement on cached HQ-SAM features, '
-                    'Deformable DETR with COCO metrics, CIRR box generation.')
+        description='Train and check box-level vision modules: box refinement on cached HQ-SAM '
+                    'features, Deformable DETR with COCO metrics, CIRR box generation.')
     parser.add_argument('--version', action='version', version=f'boxrefine {__version__}')
-    parser.add_argument('--traceback', action='store_true', help='show the full traceback on errors')
+    parser.add_argument('--traceback', action='store_true',
+                        help='show the full traceback on errors')
     commands = parser.add_subparsers(dest='command', metavar='COMMAND')
     for name, (help, configure) in COMMANDS.items():
         configure(commands.add_parser(name, help=help, description=help))
@@ -77,12 +75,6 @@ def _need_dir(path, what: str):
     "Raise `NotADirectoryError` naming `what` unless `path` is None or an existing folder."
     if path is not None and not Path(path).is_dir():
         raise NotADirectoryError(f"{what} not found: {path}")
-
-def _need_flags(command: str, flags: dict):
-    "Raise a `UserError` listing the flags (name → value) of `command` that were not given."
-    missing = [name for name, value in flags.items() if not value]
-    if missing:
-        raise UserError(f"{command} needs {', '.join(missing)}")
 
 
 # %% ../nbs/11_cli.ipynb #bc56f8b9
@@ -205,22 +197,9 @@ def _run_cache_info(args):
         print(f"`{verify}` checks every checksum; with --repair it removes what is broken "
               "(precompute extracts those entries again)")
 
-def _remove_description(fp_dir: Path, error: str | None):
-    "Remove a cleared fingerprint's `fingerprint.json`, and its folder if nothing else is left."
-    info = fp_dir / 'fingerprint.json'
-    if info.is_file():
-        info.unlink()
-        if error:
-            print(f"removed the broken {info}")
-    try:
-        fp_dir.rmdir()
-    except OSError:   # not empty: something else lives there, keep it
-        pass
-
 def _run_cache_clear(args):
     _need_dir(args.cache_dir, 'cache folder')
-    import shutil
-    from boxrefine.cache import detect_caches
+    from boxrefine.cache import FeatureCache, detect_caches
     removed, descriptions = 0, {}
     for c in detect_caches(args.cache_dir, check=False):
         if args.fingerprint and c['fingerprint'] != args.fingerprint:
@@ -230,12 +209,14 @@ def _run_cache_clear(args):
         descriptions[c['fingerprint']] = c['info_error']
         if c['split'] is None:
             continue
-        shutil.rmtree(Path(args.cache_dir) / c['fingerprint'] / c['split'], ignore_errors=True)
+        FeatureCache(args.cache_dir, c['fingerprint'], c['split']).clear()
         removed += c['entries']
         print(f"removed {c['fingerprint']}/{c['split']} ({c['entries']} entries)")
-    if not args.split:
+    if not args.split:   # the fingerprints' descriptions, and their folders once empty
         for fingerprint, error in descriptions.items():
-            _remove_description(Path(args.cache_dir) / fingerprint, error)
+            cache = FeatureCache(args.cache_dir, fingerprint)
+            if cache.remove_description() and error:
+                print(f"removed the broken {cache.info_path}")
     print(f"{removed} entries removed")
 
 
@@ -273,8 +254,8 @@ def _run_cache_verify(args) -> int:
     import json
     from boxrefine.cache import verify_caches
     try:
-        found = verify_caches(args.cache_dir, args.fingerprint, args.split, args.repair,
-                              args.threads, progress=True)
+        found = verify_caches(args.cache_dir, fingerprint=args.fingerprint, split=args.split,
+                              repair=args.repair, threads=args.threads, progress=True)
     except PermissionError as e:
         raise UserError(f"cannot remove {e.filename}: permission denied") from None
     if not found and (args.fingerprint or args.split):
@@ -378,8 +359,8 @@ def _run_train(args):
     _need_file(args.config, 'config file')
     _need_file(args.resume, 'checkpoint')
     from boxrefine.train import TrainConfig, apply_modes, train_refiner
-    cfg = apply_modes(TrainConfig.load(args.config), args.fast, args.debug)
-    train_refiner(cfg, args.out, args.resume, args.clear_cache)
+    cfg = apply_modes(TrainConfig.load(args.config), fast=args.fast, debug=args.debug)
+    train_refiner(cfg, args.out, args.resume, args.clear_cache)   # tests mock it by position
 
 @subcommand('demo', help='train a box refiner on a synthetic shapes dataset, end to end, '
                           'in a few CPU minutes')
@@ -394,13 +375,117 @@ def _demo_command(p):
                    help='training epochs (default: %(default)s)')
     p.add_argument('--seed', type=int, default=0,
                    help='seed of the dataset, the encoder and training (default: %(default)s)')
+    p.add_argument('--ablation', action='store_true',
+                   help='then train the refiner again four times from the warm cache, with the '
+                        'early ViT feature and/or the pixel thumbnail switched off, and write '
+                        'which input carries the gain into report.json (`ablation`; 4 times '
+                        "the demo's training time)")
     p.set_defaults(run=_run_demo)
 
 def _run_demo(args):
+    if args.ablation and int(os.environ.get('WORLD_SIZE', '1')) > 1:
+        raise UserError("demo --ablation runs in one process (not under torchrun)")
     from boxrefine.train import run_demo
     run_demo(out_dir=args.out, n_train=args.train_images, n_val=args.val_images, epochs=args.epochs,
              seed=args.seed)
+    if args.ablation:
+        from boxrefine.samprompt import add_ablation
+        add_ablation(args.out)
 
+
+# %% ../nbs/11_cli.ipynb #4c9d16f0
+@subcommand('refine', help="refine another detector's boxes (COCO results or a boxgen file) with a "
+                           "trained refiner run; with --gt, AP and IoU before and after")
+def _refine_command(p):
+    p.add_argument('--run', required=True, dest='run_dir', metavar='RUN_DIR',
+                   help='folder of a finished `boxrefine train` or `demo` run (its best.pt)')
+    given = p.add_mutually_exclusive_group(required=True)
+    given.add_argument('--detections', metavar='JSON',
+                       help='COCO results file: [{image_id, category_id, bbox, score}]')
+    given.add_argument('--boxes', metavar='JSON', help='a `boxrefine boxgen` boxes file')
+    p.add_argument('--images', metavar='DIR',
+                   help='image folder (for --detections: required; for --boxes: default the '
+                        "CIRR root its sidecar names)")
+    p.add_argument('--output', required=True, metavar='JSON',
+                   help='where the refined boxes go (same format as the input; a report beside)')
+    p.add_argument('--gt', metavar='JSON',
+                   help='COCO ground truth: maps image ids to files, and reports AP, AR and IoU '
+                        'by input-IoU bucket before and after')
+    p.add_argument('--score-threshold', type=float, default=0.0, metavar='S',
+                   help='refine only boxes scoring at least S; the others are kept as they are '
+                        '(default: %(default)s)')
+    p.add_argument('--steps', type=_positive_int, metavar='N',
+                   help='refinement steps (default: as many as the run was trained with)')
+    p.add_argument('--method', choices=['refiner', 'sam'], default='refiner',
+                   help="refiner: the run's trained refiner; sam: HQ-SAM's mask decoder prompted "
+                        "with each box, on the run's cached features, and the mask's tight box "
+                        "(the baseline a refiner must beat) (default: %(default)s)")
+    p.add_argument('--compare', action='store_true',
+                   help='with --gt: refine with both methods and report input, refiner and SAM '
+                        'boxes side by side (table, report `comparison`, OUTPUT.compare.png); '
+                        '--output holds the boxes of --method')
+    sam = p.add_argument_group('SAM prompt (--method sam, --compare)')
+    sam.add_argument('--multimask', action='store_true',
+                     help='three masks per box, the one with the best predicted IoU kept '
+                          '(default: one mask)')
+    sam.add_argument('--hq-token-only', action='store_true',
+                     help="the HQ token's mask alone (default: SAM's mask plus the HQ mask)")
+    sam.add_argument('--min-mask-area', type=int, metavar='PX',
+                     help='a mask of fewer pixels keeps the input box (default: 16)')
+    sam.add_argument('--min-box-iou', type=float, metavar='X',
+                     help="a mask whose tight box overlaps the input box less (IoU) keeps the "
+                          "input box, e.g. a mask of the whole image for a small box "
+                          "(default: 0.1)")
+    p.add_argument('--checkpoint', default='best.pt', metavar='NAME',
+                   help='checkpoint in the run folder (default: %(default)s)')
+    p.add_argument('--batch-size', type=_positive_int, metavar='N',
+                   help='images per batch (default: the run\'s training batch size)')
+    p.add_argument('--device', help="device (default: the run's; the CPU if that GPU is absent)")
+    p.set_defaults(run=_run_refine)
+
+def _sam_prompt(args):
+    "The SAM prompt that the flags describe; SAM's flags without SAM are an error."
+    given = {'multimask': args.multimask or None, 'hq_token_only': args.hq_token_only or None,
+             'min_mask_area': args.min_mask_area, 'min_box_iou': args.min_box_iou}
+    given = {k: v for k, v in given.items() if v is not None}
+    if given and args.method != 'sam' and not args.compare:
+        flags = ', '.join('--' + k.replace('_', '-') for k in given)
+        raise UserError(f"{flags}: SAM prompt options go with --method sam or --compare")
+    if args.steps and args.method == 'sam' and not args.compare:
+        raise UserError("--steps is the refiner's: --method sam has none")
+    from boxrefine.samprompt import SamPrompt
+    return SamPrompt(**given)
+
+def _run_refine(args):
+    _need_dir(args.run_dir, 'run folder')
+    _need_file(args.detections, 'detections file')
+    _need_file(args.boxes, 'boxes file')
+    _need_file(args.gt, 'ground-truth file')
+    _need_dir(args.images, 'image folder')
+    if args.detections and not args.images: raise UserError("refine --detections needs --images")
+    if args.boxes and args.gt: raise UserError("--gt goes with --detections (COCO results)")
+    if args.compare and not args.gt: raise UserError("--compare needs --gt (and --detections)")
+    prompt = _sam_prompt(args)
+    from boxrefine.refine import (compare_path, format_comparison, format_gains, refine_boxes_file,
+                                  refine_detections, report_path)
+    common = dict(output=args.output, score_threshold=args.score_threshold, steps=args.steps,
+                  batch_size=args.batch_size, checkpoint=args.checkpoint, device=args.device,
+                  method=args.method, prompt=prompt)
+    if args.detections:
+        got = refine_detections(args.run_dir, args.images, args.detections, gt=args.gt,
+                                compare=args.compare, **common)
+    else: got = refine_boxes_file(args.run_dir, args.boxes, images=args.images, **common)
+    r = got['report']
+    left = ', '.join(f"{n} {k.replace('_', ' ')}" for k, n in r['unchanged'].items() if n)
+    how = f"{r['steps']} steps" if r['method'] == 'refiner' else 'HQ-SAM box prompt'
+    print(f"refined {r['refined']} of {r['written']} boxes ({how})"
+          + (f"; left as they were: {left}" if left else '')
+          + (f"; dropped {r['dropped']} invalid" if r['dropped'] else '') + f"; wrote {args.output}")
+    if 'comparison' in r:
+        print(format_comparison(r['comparison']))
+        print(f"picture: {compare_path(args.output)}")
+    elif 'evaluation' in r: print(format_gains(r['evaluation']))
+    if 'evaluation' in r: print(f"report: {report_path(args.output)}")
 
 # %% ../nbs/11_cli.ipynb #cdf088b9
 @subcommand('detr', help='train and evaluate Deformable DETR on COCO-format data')
@@ -429,8 +514,9 @@ def _detr_command(p):
                         'fp32 on the CPU (default: %(default)s)')
     p.add_argument('--amp', action='store_const', dest='precision', const='auto',
                    help='same as --precision auto')
-    p.add_argument('--pretrained', metavar='PATH',
-                   help='local model folder, or a model id in the local Hugging Face cache')
+    p.add_argument('--pretrained', metavar='PATH', nargs='?', const=DETR_PRETRAINED,
+                   help='local model folder, or a model id in the local Hugging Face cache; '
+                        'alone: %(const)s from that cache')
     p.add_argument('--allow-random-init', action='store_true',
                    help='build the model without weights (recorded as random_init)')
     p.add_argument('--offline', action='store_true', default=True,
@@ -461,6 +547,29 @@ def _detr_command(p):
                    help='seed of initialisation and shuffling (default: %(default)s)')
     p.set_defaults(run=_run_detr)
 
+DETR_PRETRAINED = 'SenseTime/deformable-detr'    # what --pretrained without a value means
+
+def _hf_cache_missing(repo_id: str, cache_dir=None) -> str | None:
+    "What the local Hugging Face cache lacks of `repo_id` (its config, its weights), or None."
+    from huggingface_hub import try_to_load_from_cache     # reads the disk only: no network
+    has = lambda f: isinstance(try_to_load_from_cache(repo_id, f, cache_dir=cache_dir), str)
+    weights = ('model.safetensors', 'pytorch_model.bin')
+    if not has('config.json'):
+        return 'config.json'
+    return None if any(has(w) for w in weights) else ' or '.join(weights)
+
+def _need_hf_cached(repo_id: str, cache_dir=None):
+    "Raise a `UserError` saying what is missing, and how to get it, unless the cache has `repo_id`."
+    from huggingface_hub.constants import HF_HUB_CACHE
+    missing = _hf_cache_missing(repo_id, cache_dir)
+    if missing:
+        raise UserError(
+            f"--pretrained without a value means {repo_id} from the local Hugging Face cache "
+            f"({cache_dir or HF_HUB_CACHE}), which lacks its {missing}; nothing is downloaded "
+            "here. "
+            f"Get it where there is a network (`hf download {repo_id}`) and copy that cache here "
+            "(or point HF_HUB_CACHE or HF_HOME at it), pass --pretrained PATH (a local model "
+            "folder), or let this run download it (--online)")
 def _check_detr_args(args):
     "What `detr` can check before it imports torch: files, folders, weights or random init."
     _need_dir(args.train_img, 'training image folder')
@@ -470,6 +579,8 @@ def _check_detr_args(args):
     _need_dir(args.val_img, 'validation image folder')
     _need_file(args.val_ann, 'COCO annotation file')
     _need_file(args.resume, 'checkpoint')
+    if args.pretrained == DETR_PRETRAINED and args.offline and not Path(args.pretrained).is_dir():
+        _need_hf_cached(args.pretrained)
     if args.pretrained is None and not args.allow_random_init:
         raise UserError("no pretrained Deformable DETR weights given: pass --pretrained PATH "
                         "(a local folder or a model id in the local Hugging Face cache), "
@@ -478,51 +589,75 @@ def _check_detr_args(args):
 def _run_detr(args):
     _check_detr_args(args)
     from boxrefine.detr import train_detr
-    train_detr(args.train_img, args.train_ann, val_img=args.val_img, val_ann=args.val_ann,
-               output_dir=args.output_dir, num_epochs=args.num_epochs, batch_size=args.batch_size,
-               num_workers=args.num_workers, lr=args.lr, lr_backbone=args.lr_backbone,
-               weight_decay=args.weight_decay, precision=args.precision, pretrained=args.pretrained,
-               allow_random_init=args.allow_random_init, offline=args.offline, size=args.model_size,
-               image_size=tuple(args.image_size), score_threshold=args.score_threshold,
-               subset=args.subset, backend=args.backend, resume=args.resume, device=args.device,
-               seed=args.seed)
+    train_detr(train_img=args.train_img, train_ann=args.train_ann, val_img=args.val_img,
+               val_ann=args.val_ann, output_dir=args.output_dir, num_epochs=args.num_epochs,
+               batch_size=args.batch_size, num_workers=args.num_workers, lr=args.lr,
+               lr_backbone=args.lr_backbone, weight_decay=args.weight_decay,
+               precision=args.precision, pretrained=args.pretrained,
+               allow_random_init=args.allow_random_init, offline=args.offline,
+               size=args.model_size, image_size=tuple(args.image_size),
+               score_threshold=args.score_threshold, subset=args.subset, backend=args.backend,
+               resume=args.resume, device=args.device, seed=args.seed)
 
-@subcommand('cocoeval', help='COCO bbox statistics of a detections file against a ground truth')
+
+# %% ../nbs/11_cli.ipynb #3dc7b065
+@subcommand('cocoeval', help='COCO bbox statistics, per-category table and plots of detections')
 def _cocoeval_command(p):
     p.add_argument('gt', metavar='GT_JSON', help='COCO annotation file (the ground truth)')
     p.add_argument('detections', metavar='RESULTS_JSON',
                    help='COCO results file: a list of {image_id, category_id, bbox, score}')
     p.add_argument('--backend', default='faster', choices=['faster', 'pycocotools'],
                    help='faster-coco-eval or pycocotools (default: %(default)s)')
-    p.add_argument('--json', action='store_true', help='print JSON')
+    p.add_argument('--plots', metavar='DIR',
+                   help='write precision-recall (IoU 0.5 and 0.5:0.95), F1-confidence and '
+                        'confusion-matrix PNGs into DIR')
+    p.add_argument('--confusion-score', type=float, default=0.25, metavar='S',
+                   help='lowest score a detection needs to count in the confusion matrix '
+                        '(default: %(default)s)')
+    p.add_argument('--json', action='store_true',
+                   help='print JSON: the 12 statistics, per_class rows and the plots written')
     p.set_defaults(run=_run_cocoeval)
 
 def _run_cocoeval(args):
     _need_file(args.gt, 'COCO annotation file')
     _need_file(args.detections, 'results file')
+    if not 0 <= args.confusion_score <= 1:
+        raise UserError(f"--confusion-score must be between 0 and 1, got {args.confusion_score}")
     import json
-    from boxrefine.detr import evaluate_detections
-    stats = evaluate_detections(args.gt, args.detections, args.backend)
-    table = '\n'.join(f"{k:>6} {v:.4f}" for k, v in stats.items())
-    print(json.dumps(stats) if args.json else table)
-
+    from boxrefine.detr import (class_metrics, coco_evaluation, coco_stats, format_class_table,
+                                save_eval_plots)
+    ev = coco_evaluation(args.gt, args.detections, args.backend)
+    stats, rows = coco_stats(ev), class_metrics(ev)
+    plots = [] if args.plots is None else save_eval_plots(
+        args.gt, args.detections, args.plots, min_score=args.confusion_score, ev=ev)
+    if args.json:
+        print(json.dumps({**stats, 'per_class': rows, 'plots': [str(p) for p in plots]}))
+        return
+    print('\n'.join(f"{k:>6} {v:.4f}" for k, v in stats.items()))
+    print()
+    print(format_class_table(rows))
+    for p in plots: print(f"wrote {p}")
 
 # %% ../nbs/11_cli.ipynb #1699f455
+CIRR_ROOT = './cirr_dataset'     # the default of the old scripts' guides
+
 @subcommand('boxgen', help='generate boxes for CIRR images with yolo, saliency or both')
 def _boxgen_command(p):
-    p.usage = ('boxrefine boxgen --cirr-root DIR --method {yolo,saliency,hybrid} '
-               '(--split S | --all-splits) [options]\n'
+    p.usage = ('boxrefine boxgen [--cirr-root DIR] [--method {yolo,saliency,hybrid}] '
+               '[--split S | --all-splits] [options]\n'
                '       boxrefine boxgen merge OUTPUT SHARD [SHARD ...] [--overwrite]')
     p.add_argument('merge', nargs='*', metavar='merge OUTPUT SHARD',
                    help='combine shard files into OUTPUT')
-    p.add_argument('--cirr-root', metavar='DIR',
+    p.add_argument('--cirr-root', metavar='DIR', default=CIRR_ROOT,
                    help='CIRR root (SPRC layout with cirr/image_splits, or image_splits); '
-                        'split entries outside it are refused and listed as failed')
-    p.add_argument('--method', choices=['yolo', 'saliency', 'hybrid'],
-                   help='yolo detections, CPU saliency boxes, or both merged')
+                        'split entries outside it are refused and listed as failed '
+                        '(default: %(default)s)')
+    p.add_argument('--method', choices=['yolo', 'saliency', 'hybrid'], default='yolo',
+                   help='yolo detections, CPU saliency boxes, or both merged '
+                        '(default: %(default)s)')
     which = p.add_mutually_exclusive_group()
-    which.add_argument('--split', choices=['train', 'val', 'test1'],
-                       help='the CIRR split to process')
+    which.add_argument('--split', choices=['train', 'val', 'test1'], default='train',
+                       help='the CIRR split to process (default: %(default)s)')
     which.add_argument('--all-splits', action='store_true', help='process train, val and test1')
     p.add_argument('--max-images', type=_positive_int, metavar='N',
                    help='only the first N images of each split')
@@ -573,10 +708,12 @@ def _run_boxgen_merge(args):
     merge_boxes(output, shards, overwrite=args.overwrite)
 
 def _check_boxgen_args(args):
-    "What `boxgen` can check before it imports torch: the flags it needs, the CIRR root, weights."
-    _need_flags('boxgen', {'--cirr-root': args.cirr_root, '--method': args.method,
-                           '--split or --all-splits': args.split or args.all_splits})
-    _need_dir(args.cirr_root, 'CIRR root')
+    "What `boxgen` can check before it imports torch: the CIRR root and the YOLO weights."
+    if not Path(args.cirr_root).is_dir():
+        hint = (" (the default --cirr-root: run in the folder that holds cirr_dataset, or pass "
+                "--cirr-root DIR, the folder with cirr/image_splits or image_splits)")
+        raise NotADirectoryError(f"CIRR root not found: {args.cirr_root}"
+                                 f"{hint if args.cirr_root == CIRR_ROOT else ''}")
     is_config = str(args.weights).endswith(('.yaml', '.yml'))
     if args.method != 'saliency' and is_config and not args.allow_random_init:
         raise UserError(f"{args.weights} is a model configuration without weights: pass real "
@@ -634,3 +771,8 @@ def _run_boxstats(args):
         written = show_boxes(args.file, args.show, args.out, args.cirr_root)
         print(f"drew {len(written)} images to {args.out}")
 
+
+# %% ../nbs/11_cli.ipynb #b0f963e7
+if __name__ == '__main__' and __spec__ is not None:    # `python -m boxrefine.cli`; not a notebook
+    from boxrefine import cli         # the package's module, not the __main__ copy that -m makes
+    sys.exit(cli.main())

@@ -6,10 +6,12 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import io
 import json
 import os
 import warnings
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,20 +22,23 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from .boxes import clamp_boxes, convert_boxes
-from .cache import atomic_write_json
+from .atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from .data import load_coco_boxes
 from .features import load_image
 
 # %% auto #0
-__all__ = ['DETR_SIZES', 'COCO_STATS', 'COCO_BACKENDS', 'Finite', 'CategoryMap', 'make_processor', 'DetrDataset', 'collate_detr',
-           'build_detr', 'CocoDetection', 'evaluate_detections', 'outputs_to_detections', 'evaluate', 'fp32_loss',
-           'DetrTask', 'detr_optimizer', 'train_detr']
+__all__ = ['DETR_SIZES', 'COCO_STATS', 'COCO_BACKENDS', 'Finite', 'EVAL_PLOTS', 'VAL_RESULTS', 'CategoryMap', 'make_processor',
+           'DetrDataset', 'collate_detr', 'build_detr', 'CocoDetection', 'coco_evaluation', 'coco_stats',
+           'evaluate_detections', 'class_metrics', 'per_class_metrics', 'format_class_table', 'PRCurves',
+           'f1_confidence', 'confusion_matrix', 'plot_pr_curves', 'plot_f1_confidence', 'plot_confusion_matrix',
+           'save_eval_plots', 'outputs_to_detections', 'evaluate', 'fp32_loss', 'DetrTask', 'detr_optimizer',
+           'save_val_results', 'train_detr']
 
 # %% ../nbs/07_detr.ipynb #1ec43028
 from .data import CocoFormatError, coco_problem, read_coco, read_json
 
 def _read_coco(coco, finite_boxes: bool = False, check: bool = False) -> dict:
-    "A COCO dict from a JSON path (checked by `boxrefine.data.read_coco`) or a dict (checked if `check`)."
+    "A COCO dict from a JSON path (checked by `read_coco`), or a dict (checked if `check`)."
     if isinstance(coco, dict):
         return read_coco(coco, finite_boxes) if check else coco
     if not Path(coco).is_file():
@@ -65,7 +70,9 @@ class CategoryMap:
         "Model labels of COCO category ids; an unknown id is an error that names it."
         lookup = {c: i for i, c in enumerate(self.cat_ids)}
         missing = [c for c in cat_ids if c not in lookup]
-        if missing: raise ValueError(f"category ids {sorted(set(missing))} are not in the category map {list(self.cat_ids)}")
+        if missing:
+            raise ValueError(f"category ids {sorted(set(missing))} are not in the category map "
+                             f"{list(self.cat_ids)}")
         return [lookup[c] for c in cat_ids]
 
     def to_cat_id(self, labels) -> list[int]:
@@ -77,22 +84,23 @@ class CategoryMap:
 
 # %% ../nbs/07_detr.ipynb #51a4489f
 def make_processor(shortest_edge: int = 800, longest_edge: int = 1333, pretrained=None):
-    "A `DeformableDetrImageProcessor` (from a local `pretrained` folder when it has one) resizing to `shortest_edge`/`longest_edge`."
+    "A `DeformableDetrImageProcessor` to `shortest_edge`/`longest_edge` (from `pretrained`)."
     from transformers import DeformableDetrImageProcessor
     size = {'shortest_edge': shortest_edge, 'longest_edge': longest_edge}
     if pretrained is not None and (Path(pretrained) / 'preprocessor_config.json').is_file():
-        return DeformableDetrImageProcessor.from_pretrained(pretrained, size=size, local_files_only=True)
+        return DeformableDetrImageProcessor.from_pretrained(pretrained, size=size,
+                                                            local_files_only=True)
     return DeformableDetrImageProcessor(size=size)
 
 class DetrDataset(Dataset):
-    "A COCO-format detection dataset: resized, normalised images and targets in normalised `cxcywh` relative to the image."
+    "A COCO-format detection dataset: resized images, targets in `cxcywh` relative to the image."
     def __init__(self, ann_file, img_dir, processor=None, category_map: CategoryMap | None = None,
                  subset: int | None = None, verbose: bool = True):
         self.ann_file, self.processor = Path(ann_file), processor or make_processor()
         self.coco = _read_coco(self.ann_file)
         self.category_map = category_map or CategoryMap.from_coco(self.coco)
-        records, self.report = load_coco_boxes(self.ann_file, img_dir, verbose=verbose, keep_empty=True,
-                                               skip_crowd=True, coco=self.coco)
+        records, self.report = load_coco_boxes(self.ann_file, img_dir, verbose=verbose,
+                                               keep_empty=True, skip_crowd=True, coco=self.coco)
         if subset is not None:
             if subset < 1: raise ValueError(f"subset must be at least 1, got {subset}")
             records = records[:subset]
@@ -108,65 +116,80 @@ class DetrDataset(Dataset):
         r = self.records[i]
         image = load_image(r['file'])
         if image.size != tuple(r['size']):
-            raise ValueError(f"image {r['file']} (id {r['image_id']}) is {image.size[0]}x{image.size[1]} but its annotation "
-                             f"says {r['size'][0]}x{r['size'][1]}: the boxes would be wrong")
+            raise ValueError(f"image {r['file']} (id {r['image_id']}) is {image.size[0]}x"
+                             f"{image.size[1]} but its annotation says {r['size'][0]}x"
+                             f"{r['size'][1]}: the boxes would be wrong")
         pixels = self.processor(images=image, do_pad=False, return_tensors='pt')['pixel_values'][0]
         w, h = r['size']
         return {'pixel_values': pixels,
                 'labels': {'class_labels': torch.tensor(r['labels'], dtype=torch.long),
                            'boxes': convert_boxes(r['boxes'], 'xyxy', 'cxcywh'),
-                           'image_id': torch.tensor(r['image_id']), 'orig_size': torch.tensor([h, w]),
+                           'image_id': torch.tensor(r['image_id']),
+                           'orig_size': torch.tensor([h, w]),
                            'size': torch.tensor(pixels.shape[-2:])}}
 
 def collate_detr(items: list[dict]) -> dict:
-    "Pad images at the bottom and right to the batch's largest size; `pixel_mask` marks the real pixels."
-    H = max(it['pixel_values'].shape[-2] for it in items); W = max(it['pixel_values'].shape[-1] for it in items)
-    pixels = torch.stack([F.pad(it['pixel_values'], (0, W - it['pixel_values'].shape[-1], 0, H - it['pixel_values'].shape[-2]))
-                          for it in items])
+    "Pad images at the bottom and right to the batch's largest size; `pixel_mask` marks pixels."
+    sizes = [it['pixel_values'].shape[-2:] for it in items]
+    H, W = max(h for h, _ in sizes), max(w for _, w in sizes)
+    pixels = torch.stack([F.pad(it['pixel_values'], (0, W - w, 0, H - h))
+                          for it, (h, w) in zip(items, sizes)])
     mask = torch.zeros(len(items), H, W, dtype=torch.long)
-    for j, it in enumerate(items): mask[j, :it['pixel_values'].shape[-2], :it['pixel_values'].shape[-1]] = 1
+    for j, (h, w) in enumerate(sizes): mask[j, :h, :w] = 1
     return {'pixel_values': pixels, 'pixel_mask': mask, 'labels': [it['labels'] for it in items]}
 
 # %% ../nbs/07_detr.ipynb #1d14a073
 DETR_SIZES = {
     'base': {},
-    'tiny': {'backbone': 'resnet18', 'd_model': 64, 'encoder_layers': 1, 'decoder_layers': 2, 'encoder_ffn_dim': 128,
-             'decoder_ffn_dim': 128, 'encoder_attention_heads': 4, 'decoder_attention_heads': 4, 'num_queries': 30,
-             'num_feature_levels': 3},
+    'tiny': {'backbone': 'resnet18', 'd_model': 64, 'encoder_layers': 1, 'decoder_layers': 2,
+             'encoder_ffn_dim': 128, 'decoder_ffn_dim': 128, 'encoder_attention_heads': 4,
+             'decoder_attention_heads': 4, 'num_queries': 30, 'num_feature_levels': 3},
 }
 
 def _offline(offline: bool) -> bool:
     return offline or os.environ.get('HF_HUB_OFFLINE', '').lower() in ('1', 'true', 'yes')
 
-def build_detr(category_map: CategoryMap, pretrained=None, allow_random_init: bool = False, offline: bool = True,
-               size: str = 'base', seed: int = 0):
+_NO_WEIGHTS = ("no pretrained Deformable DETR weights given: pass --pretrained PATH (a local "
+               "folder or a model id in the local Hugging Face cache), or allow a randomly "
+               "initialised model with --allow-random-init")
+
+def build_detr(category_map: CategoryMap, pretrained=None, allow_random_init: bool = False,
+               offline: bool = True, size: str = 'base', seed: int = 0):
     "A `DeformableDetrForObjectDetection` for `category_map`, and a dict describing its weights."
-    from transformers import DeformableDetrConfig, DeformableDetrForObjectDetection, TimmBackboneConfig
+    from transformers import (DeformableDetrConfig, DeformableDetrForObjectDetection,
+                              TimmBackboneConfig)
     labels = {'id2label': category_map.id2label, 'label2id': category_map.label2id}
     if pretrained is not None:
         try:
             model = DeformableDetrForObjectDetection.from_pretrained(
-                str(pretrained), ignore_mismatched_sizes=True, local_files_only=_offline(offline), **labels)
+                str(pretrained), ignore_mismatched_sizes=True, local_files_only=_offline(offline),
+                **labels)
         except OSError as e:
-            raise FileNotFoundError(f"Deformable DETR weights not found: {pretrained} (give a local folder, or a model id "
-                                    f"already in the local Hugging Face cache; nothing is downloaded offline): {e}") from None
+            raise FileNotFoundError(
+                f"Deformable DETR weights not found: {pretrained} (give a local folder, or a model "
+                f"id already in the local Hugging Face cache; nothing is downloaded offline): {e}"
+            ) from None
         return model, {'random_init': False, 'pretrained': str(pretrained), 'seed': None}
-    if not allow_random_init:
-        raise ValueError("no pretrained Deformable DETR weights given: pass --pretrained PATH (a local folder or a model id "
-                         "in the local Hugging Face cache), or allow a randomly initialised model with --allow-random-init")
-    if size not in DETR_SIZES: raise ValueError(f"size must be one of {list(DETR_SIZES)}, got {size!r}")
-    cfg = dict(DETR_SIZES[size]); backbone = cfg.pop('backbone', 'resnet50')
+    if not allow_random_init: raise ValueError(_NO_WEIGHTS)
+    if size not in DETR_SIZES:
+        raise ValueError(f"size must be one of {list(DETR_SIZES)}, got {size!r}")
+    cfg = dict(DETR_SIZES[size])
+    backbone = cfg.pop('backbone', 'resnet50')
     levels = cfg.get('num_feature_levels', 4)
-    warnings.warn(f"Deformable DETR ({size}) is built WITHOUT pretrained weights (random init, seed {seed}, {backbone} "
-                  "backbone without weights); every artefact records random_init: true", UserWarning, stacklevel=2)
-    backbone_cfg = TimmBackboneConfig(backbone=backbone, use_pretrained_backbone=False, out_indices=[2, 3, 4][-min(levels, 3):])
+    warnings.warn(f"Deformable DETR ({size}) is built WITHOUT pretrained weights (random init, "
+                  f"seed {seed}, {backbone} backbone without weights); every artefact records "
+                  "random_init: true", UserWarning, stacklevel=2)
+    backbone_cfg = TimmBackboneConfig(backbone=backbone, use_pretrained_backbone=False,
+                                      out_indices=[2, 3, 4][-min(levels, 3):])
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = DeformableDetrForObjectDetection(DeformableDetrConfig(backbone_config=backbone_cfg, **cfg, **labels))
+        config = DeformableDetrConfig(backbone_config=backbone_cfg, **cfg, **labels)
+        model = DeformableDetrForObjectDetection(config)
     return model, {'random_init': True, 'pretrained': None, 'seed': seed}
 
 # %% ../nbs/07_detr.ipynb #a5b07a9d
-COCO_STATS = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl', 'AR1', 'AR10', 'AR100', 'ARs', 'ARm', 'ARl')
+COCO_STATS = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl', 'AR1', 'AR10', 'AR100', 'ARs', 'ARm',
+              'ARl')
 COCO_BACKENDS = ('faster', 'pycocotools')
 
 def _coco_api(backend: str):
@@ -197,13 +220,13 @@ class CocoDetection(BaseModel):
 _DETECTIONS = TypeAdapter(list[CocoDetection])
 
 def _check_detections(dets, gt: dict, source='detections'):
-    "`dets` checked against `CocoDetection` and `gt`; `CocoFormatError` names source, detection, key."
+    "`dets` checked against `CocoDetection` and `gt`; errors name the source, detection and key."
     try:
         _DETECTIONS.validate_python(dets)
     except ValidationError as e:
         problems = [coco_problem(err, dets, detections=True) for err in e.errors(include_url=False)]
-        raise CocoFormatError(f"{source}: " + '; '.join(problems[:5])
-                              + (f"; and {len(problems) - 5} more" if len(problems) > 5 else '')) from None
+        more = f"; and {len(problems) - 5} more" if len(problems) > 5 else ''
+        raise CocoFormatError(f"{source}: " + '; '.join(problems[:5]) + more) from None
     known, cats = {im['id'] for im in gt['images']}, {c['id'] for c in gt.get('categories', [])}
     for i, d in enumerate(dets):
         if d['image_id'] not in known:
@@ -213,60 +236,319 @@ def _check_detections(dets, gt: dict, source='detections'):
             raise CocoFormatError(f"{source}: detection {i} (image {d['image_id']}): category_id "
                                   f"{d['category_id']} is not among the ground truth's categories")
 
-def evaluate_detections(gt, detections, backend: str = 'faster', img_ids=None) -> dict[str, float]:
-    "The 12 COCO bbox statistics of `detections` (a list or a results JSON) against `gt` (a dict or a JSON path)."
-    COCO, COCOeval = _coco_api(backend)
+# %% ../nbs/07_detr.ipynb #481736e1
+def _coco_pair(gt, detections, backend: str = 'faster'):
+    "Checked ground truth and detections as the backend's (COCO, COCO) pair."
+    COCO, _ = _coco_api(backend)
     gt = _read_coco(gt, finite_boxes=True, check=True)   # a NaN box would change AP silently
-    gt = {**gt, 'annotations': [dict(a) for a in gt.get('annotations', [])]}  # the APIs add keys to what they are given
+    # the APIs add keys to what they are given
+    gt = {**gt, 'annotations': [dict(a) for a in gt.get('annotations', [])]}
     from_file = isinstance(detections, (str, Path))
     dets = read_json(detections) if from_file else list(detections)
     _check_detections(dets, gt, detections if from_file else 'detections')
+    def make(dataset):
+        if backend == 'faster': return COCO(dataset)
+        coco = COCO()
+        coco.dataset = dataset
+        coco.createIndex()
+        return coco
     with contextlib.redirect_stdout(io.StringIO()):
-        if backend == 'faster': coco_gt = COCO(gt)
-        else: coco_gt = COCO(); coco_gt.dataset = gt; coco_gt.createIndex()
+        coco_gt = make(gt)
+        # pycocotools' `loadRes` fails on an empty list: the empty result set is built directly
         if dets: coco_dt = coco_gt.loadRes([dict(d) for d in dets])
-        else:
-            empty = {'images': gt['images'], 'categories': gt['categories'], 'annotations': []}
-            if backend == 'faster': coco_dt = COCO(empty)
-            else: coco_dt = COCO(); coco_dt.dataset = empty; coco_dt.createIndex()
+        else: coco_dt = make({'images': gt['images'], 'categories': gt['categories'],
+                              'annotations': []})
+    return coco_gt, coco_dt
+
+def coco_evaluation(gt, detections, backend: str = 'faster', img_ids=None):
+    "The backend's `COCOeval` of `detections` against `gt`, evaluated, accumulated and summarised."
+    _, COCOeval = _coco_api(backend)
+    coco_gt, coco_dt = _coco_pair(gt, detections, backend)
+    with contextlib.redirect_stdout(io.StringIO()):
         kw = {'print_function': lambda *a, **k: None} if backend == 'faster' else {}
         ev = COCOeval(coco_gt, coco_dt, iouType='bbox', **kw)
         if img_ids is not None: ev.params.imgIds = sorted(int(i) for i in img_ids)
-        ev.evaluate(); ev.accumulate(); ev.summarize()
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return ev
+
+def coco_stats(ev) -> dict[str, float]:
+    "The 12 standard statistics of a summarised `COCOeval`, by name."
     return {k: float(v) for k, v in zip(COCO_STATS, ev.stats)}
+
+def evaluate_detections(gt, detections, backend: str = 'faster', img_ids=None) -> dict[str, float]:
+    "The 12 COCO bbox statistics of `detections` (a list or results JSON) against `gt`."
+    return coco_stats(coco_evaluation(gt, detections, backend, img_ids))
+
+# %% ../nbs/07_detr.ipynb #a585597f
+def _mean_valid(a) -> float | None:
+    "Mean of the entries above -1 (COCO's mark for 'no ground truth'); None when there are none."
+    a = np.asarray(a)
+    valid = a[a > -1]
+    return float(valid.mean()) if valid.size else None
+
+def _standard_slices(ev):
+    "Indices of IoU 0.5, area 'all' and 100 detections in a COCOeval's arrays (checked)."
+    p = ev.params
+    t50 = np.flatnonzero(np.isclose(np.asarray(p.iouThrs), 0.5))
+    if not len(t50) or list(p.areaRngLbl)[0] != 'all' or p.maxDets[-1] != 100:
+        raise ValueError("per-class metrics need COCO's standard parameters (IoU 0.5 among the "
+                         "thresholds, area range 'all' first, 100 detections last)")
+    return int(t50[0]), 0, len(p.maxDets) - 1
+
+def class_metrics(ev) -> list[dict]:
+    "Per category: AP, AP50 and AR100 (all areas, 100 detections) of an evaluated `COCOeval`."
+    t50, a, m = _standard_slices(ev)
+    P = np.asarray(ev.eval['precision'])[:, :, :, a, m]     # IoU × recall × category
+    R = np.asarray(ev.eval['recall'])[:, :, a, m]           # IoU × category
+    imgs = set(int(i) for i in ev.params.imgIds)
+    n_gt = Counter(g['category_id'] for g in ev.cocoGt.anns.values()
+                   if g['image_id'] in imgs and not g.get('iscrowd', 0))
+    n_dt = Counter(d['category_id'] for d in ev.cocoDt.anns.values() if d['image_id'] in imgs)
+    rows = []
+    for k, c in enumerate(int(c) for c in ev.params.catIds):
+        rows.append({'category_id': c, 'name': str(ev.cocoGt.cats[c].get('name', c)),
+                     'gt': n_gt[c], 'detections': n_dt[c], 'AP': _mean_valid(P[:, :, k]),
+                     'AP50': _mean_valid(P[t50, :, k]), 'AR100': _mean_valid(R[:, k])})
+    return rows
+
+def per_class_metrics(gt, detections, backend: str = 'faster', img_ids=None) -> list[dict]:
+    "`class_metrics` of `detections` against `gt`: one row per category, None where it has no GT."
+    return class_metrics(coco_evaluation(gt, detections, backend, img_ids))
+
+# %% ../nbs/07_detr.ipynb #d02ce9ac
+def format_class_table(rows: list[dict]) -> str:
+    "A text table of `class_metrics` rows, ending with the mean over categories with ground truth."
+    scored = [r for r in rows if r['AP'] is not None]
+    mean_label = f"mean of {len(scored)}"
+    w = max([len('category'), len(mean_label)] + [len(r['name']) for r in rows])
+    num = lambda v: f"{'-':>7}" if v is None else f"{v:7.4f}"
+    lines = [f"{'id':>4}  {'category':<{w}} {'gt':>6} {'dets':>6} "
+             f"{'AP':>7} {'AP50':>7} {'AR100':>7}"]
+    for r in rows:
+        lines.append(f"{r['category_id']:>4}  {r['name']:<{w}} {r['gt']:>6} {r['detections']:>6} "
+                     f"{num(r['AP'])} {num(r['AP50'])} {num(r['AR100'])}")
+    mean = lambda k: float(np.mean([r[k] for r in scored])) if scored else None
+    lines.append(f"{'':>4}  {mean_label:<{w}} {sum(r['gt'] for r in rows):>6} "
+                 f"{sum(r['detections'] for r in rows):>6} "
+                 f"{num(mean('AP'))} {num(mean('AP50'))} {num(mean('AR100'))}")
+    return '\n'.join(lines)
+
+# %% ../nbs/07_detr.ipynb #865bf26f
+@dataclass
+class PRCurves:
+    "COCO's precision at its 101 recall thresholds, per category (all areas, 100 detections)."
+    cat_ids: list[int]
+    names: list[str]
+    recall: np.ndarray       # the R recall thresholds
+    precision50: np.ndarray  # K × R at IoU 0.5; NaN rows for categories without ground truth
+    precision: np.ndarray    # K × R averaged over IoU 0.5:0.95
+    scores50: np.ndarray     # K × R score reaching each recall at IoU 0.5; NaN where never reached
+
+    @classmethod
+    def from_eval(cls, ev) -> 'PRCurves':
+        "The curves of an evaluated `COCOeval` (either backend)."
+        t50, a, m = _standard_slices(ev)
+        P = np.asarray(ev.eval['precision'], dtype=float)[:, :, :, a, m]
+        P[P < 0] = np.nan                                    # -1: no ground truth
+        S = np.asarray(ev.eval['scores'], dtype=float)[t50, :, :, a, m].T
+        top = np.asarray(ev.eval['recall'], dtype=float)[t50, :, a, m]   # highest recall
+        rec = np.asarray(ev.params.recThrs, dtype=float)
+        S[rec[None, :] > top[:, None]] = np.nan      # COCO leaves 0 where recall is never reached
+        cats = [int(c) for c in ev.params.catIds]
+        return cls(cats, [str(ev.cocoGt.cats[c].get('name', c)) for c in cats], rec,
+                   P[t50].T, P.mean(0).T, S)
+
+    @property
+    def has_gt(self) -> np.ndarray: return ~np.isnan(self.precision50[:, 0])
+
+# %% ../nbs/07_detr.ipynb #93ab695f
+def f1_confidence(curves: PRCurves, conf=None) -> tuple[np.ndarray, np.ndarray]:
+    "Confidence thresholds and the K × C F1 at IoU 0.5 of detections scoring at least each one."
+    conf = np.linspace(0, 1, 101) if conf is None else np.asarray(conf, dtype=float)
+    f1 = np.full((len(curves.cat_ids), len(conf)), np.nan)
+    for k in np.flatnonzero(curves.has_gt):
+        reached = ~np.isnan(curves.scores50[k])
+        s, p = curves.scores50[k][reached], curves.precision50[k][reached]
+        r = curves.recall[reached]
+        n = np.searchsorted(-s, -conf, side='right')     # recall points reached at score >= conf
+        i = np.maximum(n - 1, 0)
+        f = 2 * p[i] * r[i] / np.maximum(p[i] + r[i], 1e-12)
+        f1[k] = np.where(n > 0, f, 0.0)
+    return conf, f1
+
+# %% ../nbs/07_detr.ipynb #e7fd970c
+def confusion_matrix(gt, detections, *, iou: float = 0.5, min_score: float = 0.25,
+                     img_ids=None) -> tuple[np.ndarray, list[str]]:
+    "Counts: rows the true category, columns the predicted one, the last of each background."
+    import logging
+    from faster_coco_eval.extra import PreviewResults
+    gt = _read_coco(gt, finite_boxes=True, check=True)
+    dets = read_json(detections) if isinstance(detections, (str, Path)) else list(detections)
+    _check_detections(dets, gt, detections if isinstance(detections, (str, Path)) else 'detections')
+    if img_ids is not None:
+        keep = {int(i) for i in img_ids}
+        gt = {**gt, 'images': [im for im in gt['images'] if im['id'] in keep],
+              'annotations': [a for a in gt.get('annotations', []) if a['image_id'] in keep]}
+        dets = [d for d in dets if d['image_id'] in keep]
+    coco_gt, coco_dt = _coco_pair(gt, dets)
+    quiet = logging.getLogger('faster_coco_eval')
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)          # it warns when the ground truth has no boxes
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):      # class-agnostic matching at `iou`
+            res = PreviewResults(coco_gt, coco_dt, iou_tresh=iou, useCats=False,
+                                 min_score=min_score)
+    finally: quiet.setLevel(level)
+    cmap = CategoryMap.from_coco(gt)
+    K, row = len(cmap), {c: i for i, c in enumerate(cmap.cat_ids)}
+    cm = np.zeros((K + 1, K + 1), dtype=np.int64)
+    gts = res.cocoGt.anns
+    for d in res.cocoDt.anns.values():
+        g = gts.get(d.get('gt_id'))
+        if g is None: cm[K, row[d['category_id']]] += 1     # nothing there: a false positive
+        elif not g.get('iscrowd', 0): cm[row[g['category_id']], row[d['category_id']]] += 1
+    for g in gts.values():                                  # crowd regions are never missed
+        if g.get('dt_id') is None and not g.get('iscrowd', 0): cm[row[g['category_id']], K] += 1
+    return cm, [*cmap.names, 'background']
+
+# %% ../nbs/07_detr.ipynb #536c843a
+def _save_png(fig, path) -> Path:
+    "Save a matplotlib `Figure` (no pyplot, no global backend) as a PNG, atomically."
+    buf = io.BytesIO()
+    fig.savefig(buf, format='png', dpi=110)
+    return atomic_write_bytes(path, buf.getvalue())
+
+def _curve_figure(x, Y, names: list[str], mean_label: str, **axes):
+    "Thin lines per category (named in the legend when there are at most 12), the mean in bold."
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(7, 5.5))
+    ax = fig.subplots()
+    few = len(Y) <= 12
+    for y, name in zip(Y, names):
+        ax.plot(x, y, lw=1.2 if few else 0.6, alpha=0.9 if few else 0.45,
+                label=name if few else None)
+    if len(Y):
+        ax.plot(x, Y.mean(0), color='k', lw=2.5, label=mean_label)
+        ax.legend(loc='lower left', fontsize=8)
+    else: ax.text(0.5, 0.5, 'no category has ground truth', ha='center', transform=ax.transAxes)
+    ax.set(xlim=(0, 1), ylim=(0, 1.02), **axes)
+    ax.grid(alpha=0.3)
+    return fig, ax
+
+def plot_pr_curves(curves: PRCurves, path, iou: str = '0.5') -> Path:
+    "Precision–recall per category (thin) and the mean over categories (bold), as a PNG."
+    if iou not in ('0.5', '0.5:0.95'):
+        raise ValueError(f"iou must be '0.5' or '0.5:0.95', got {iou!r}")
+    P = (curves.precision50 if iou == '0.5' else curves.precision)[curves.has_gt]
+    names = [n for n, g in zip(curves.names, curves.has_gt) if g]
+    metric = 'AP50' if iou == '0.5' else 'AP'
+    mean = f"mean of {len(P)} categories, {metric} {P.mean() if len(P) else 0:.3f}"
+    labels = [f"{n} {p.mean():.3f}" for n, p in zip(names, P)]
+    fig, ax = _curve_figure(curves.recall, P, labels, mean, xlabel='recall', ylabel='precision',
+                            title=f"Precision–recall at IoU {iou} (COCO, 101 recall points)")
+    return _save_png(fig, path)
+
+# %% ../nbs/07_detr.ipynb #a144357a
+def plot_f1_confidence(curves: PRCurves, path) -> Path:
+    "F1 at IoU 0.5 against the score threshold, per category and their mean, as a PNG."
+    conf, f1 = f1_confidence(curves)
+    F = f1[curves.has_gt]
+    names = [n for n, g in zip(curves.names, curves.has_gt) if g]
+    best = int(np.argmax(F.mean(0))) if len(F) else 0
+    fig, ax = _curve_figure(conf, F, names, f"mean of {len(F)} categories: "
+                            f"{F.mean(0)[best] if len(F) else 0:.3f} at {conf[best]:.2f}",
+                            xlabel='confidence (score threshold)', ylabel='F1',
+                            title='F1 against confidence at IoU 0.5 '
+                                  '(COCO interpolated precision)')
+    if len(F): ax.axvline(conf[best], color='k', ls=':', lw=1)
+    return _save_png(fig, path)
+
+def plot_confusion_matrix(cm: np.ndarray, names: list[str], path, *, iou: float = 0.5,
+                          min_score: float = 0.25) -> Path:
+    "The confusion matrix as a PNG: each row normalised, counts written when it is small."
+    from matplotlib.figure import Figure
+    n = len(names)
+    norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    size = 8 if n <= 30 else 5                                  # font size of the names
+    side = min(max(4.0, 0.12 * n), 10.0)                        # the matrix, in inches
+    margin = 0.5 + max(map(len, names)) * size * 0.6 / 72       # room for the longest name
+    fig = Figure(figsize=(side + margin + 1.6, side + margin + 0.8))
+    W, H = fig.get_size_inches()
+    ax = fig.add_axes((margin / W, margin / H, side / W, side / H))
+    cax = fig.add_axes(((margin + side + 0.2) / W, margin / H, 0.25 / W, side / H))
+    im = ax.imshow(norm, cmap='Blues', vmin=0, vmax=1)
+    fig.colorbar(im, cax=cax, label='fraction of the row')
+    ax.set_xticks(range(n), names, rotation=90, fontsize=size)
+    ax.set_yticks(range(n), names, fontsize=size)
+    if n <= 21:
+        for (i, j), v in np.ndenumerate(cm):
+            if v: ax.text(j, i, str(v), ha='center', va='center', fontsize=7,
+                          color='white' if norm[i, j] > 0.5 else 'black')
+    right = int(np.trace(cm[:-1, :-1]))
+    ax.set_xlabel('predicted category')
+    ax.set_ylabel('true category')
+    ax.set_title(f"Confusion at IoU {iou}, score ≥ {min_score}: {right} right, "
+                 f"{int(cm[:-1, :-1].sum()) - right} confused,\n{int(cm[:-1, -1].sum())} missed, "
+                 f"{int(cm[-1].sum())} false positives (rows normalised)", fontsize=9)
+    return _save_png(fig, path)
+
+# %% ../nbs/07_detr.ipynb #1b53e2eb
+EVAL_PLOTS = ('pr_curve_iou50.png', 'pr_curve_iou50_95.png', 'f1_confidence.png',
+              'confusion_matrix.png')
+
+def save_eval_plots(gt, detections, out_dir, *, img_ids=None, min_score: float = 0.25,
+                    ev=None) -> list[Path]:
+    "Precision–recall (IoU 0.5, 0.5:0.95), F1–confidence and confusion matrix PNGs in `out_dir`."
+    ev = ev if ev is not None else coco_evaluation(gt, detections, img_ids=img_ids)
+    curves, out = PRCurves.from_eval(ev), Path(out_dir)
+    cm, names = confusion_matrix(gt, detections, min_score=min_score, img_ids=img_ids)
+    pr50, pr, f1, conf = (out / name for name in EVAL_PLOTS)
+    return [plot_pr_curves(curves, pr50, '0.5'), plot_pr_curves(curves, pr, '0.5:0.95'),
+            plot_f1_confidence(curves, f1),
+            plot_confusion_matrix(cm, names, conf, min_score=min_score)]
 
 # %% ../nbs/07_detr.ipynb #8f842e19
 def outputs_to_detections(outputs, labels: list[dict], processor, category_map: CategoryMap,
                           score_threshold: float = 0.05, top_k: int = 100) -> list[dict]:
-    "COCO-format detections (original-image pixels, `xywh`) from model `outputs` for the images of `labels`."
+    "COCO-format detections (original-image pixels, `xywh`) of model `outputs` for `labels`."
     sizes = torch.stack([l['orig_size'] for l in labels]).to(outputs.logits.device)
-    results = processor.post_process_object_detection(outputs, threshold=score_threshold, target_sizes=sizes,
-                                                      top_k=min(top_k, outputs.logits.shape[1] * outputs.logits.shape[2]))
+    top_k = min(top_k, outputs.logits.shape[1] * outputs.logits.shape[2])
+    results = processor.post_process_object_detection(outputs, threshold=score_threshold,
+                                                      target_sizes=sizes, top_k=top_k)
     dets = []
     for res, lab in zip(results, labels):
         h, w = lab['orig_size'].tolist()
         boxes = convert_boxes(clamp_boxes(res['boxes'].float().cpu(), (w, h)), 'xyxy', 'xywh')
-        for box, score, cat in zip(boxes.tolist(), res['scores'].float().tolist(), category_map.to_cat_id(res['labels'].tolist())):
-            dets.append({'image_id': int(lab['image_id']), 'category_id': cat, 'bbox': [round(v, 3) for v in box], 'score': score})
+        cats = category_map.to_cat_id(res['labels'].tolist())
+        for box, score, cat in zip(boxes.tolist(), res['scores'].float().tolist(), cats):
+            dets.append({'image_id': int(lab['image_id']), 'category_id': cat,
+                         'bbox': [round(v, 3) for v in box], 'score': score})
     return dets
 
 @torch.inference_mode()
-def evaluate(model, loader, gt, category_map: CategoryMap | None = None, processor=None, score_threshold: float = 0.05,
-             backend: str = 'faster', device=None, progress: bool = False, return_detections: bool = False):
-    "COCO statistics of `model` on `loader` (a `DetrDataset` loader) against `gt`; optionally the detections too."
-    ds = loader.dataset.dataset if isinstance(loader.dataset, torch.utils.data.Subset) else loader.dataset
+def evaluate(model, loader, gt, category_map: CategoryMap | None = None, processor=None,
+             score_threshold: float = 0.05, backend: str = 'faster', device=None,
+             progress: bool = False, return_detections: bool = False):
+    "COCO statistics of `model` on a `DetrDataset` `loader` against `gt` (and the detections)."
+    ds = loader.dataset
+    if isinstance(ds, torch.utils.data.Subset): ds = ds.dataset
     category_map, processor = category_map or ds.category_map, processor or ds.processor
     from boxrefine.dist import gather_objects, unwrap
     model = unwrap(model)
     device = device or next(model.parameters()).device
-    was_training = model.training; model.eval()
+    was_training = model.training
+    model.eval()
     dets, img_ids = [], []
     for batch in tqdm(loader, desc='evaluate', disable=not progress, leave=False):
-        out = model(pixel_values=batch['pixel_values'].to(device), pixel_mask=batch['pixel_mask'].to(device))
-        dets += outputs_to_detections(out, batch['labels'], processor, category_map, score_threshold)
+        out = model(pixel_values=batch['pixel_values'].to(device),
+                    pixel_mask=batch['pixel_mask'].to(device))
+        dets += outputs_to_detections(out, batch['labels'], processor, category_map,
+                                      score_threshold)
         img_ids += [int(l['image_id']) for l in batch['labels']]
     model.train(was_training)
-    parts = gather_objects((dets, img_ids))          # under torchrun each process evaluated a shard of the images
+    parts = gather_objects((dets, img_ids))   # under torchrun each process evaluated a shard
     dets, img_ids = [d for p in parts for d in p[0]], [i for p in parts for i in p[1]]
     stats = evaluate_detections(gt, dets, backend, img_ids=img_ids)
     return (stats, dets) if return_detections else stats
@@ -293,6 +575,7 @@ class DetrTask:
         self.model, self.device = model, torch.device(device)
         self.val_loader, self.val_gt = val_loader, val_gt
         self.score_threshold, self.backend = score_threshold, backend
+        self.val_detections = None                              # of the latest validation
         core = getattr(model, 'module', model)                  # under DDP
         core.loss_function = fp32_loss(core.loss_function)      # matcher + loss in float32
 
@@ -306,56 +589,113 @@ class DetrTask:
         return out.loss, logs, len(labels), [int(l['image_id']) for l in batch['labels']]
 
     def validate(self) -> dict:
-        return evaluate(self.model, self.val_loader, self.val_gt,
-                        score_threshold=self.score_threshold, backend=self.backend,
-                        device=self.device)
+        "COCO statistics on the validation loader; its detections are kept in `val_detections`."
+        stats, self.val_detections = evaluate(
+            self.model, self.val_loader, self.val_gt, score_threshold=self.score_threshold,
+            backend=self.backend, device=self.device, return_detections=True)
+        return stats
 
-def detr_optimizer(model, lr: float = 2e-4, lr_backbone: float | None = None, weight_decay: float = 1e-4):
+def detr_optimizer(model, lr: float = 2e-4, lr_backbone: float | None = None,
+                   weight_decay: float = 1e-4):
     "AdamW with the backbone at `lr_backbone` (default `lr / 10`)."
     backbone = [p for n, p in model.named_parameters() if 'backbone' in n and p.requires_grad]
     rest = [p for n, p in model.named_parameters() if 'backbone' not in n and p.requires_grad]
-    return torch.optim.AdamW([{'params': rest, 'lr': lr}, {'params': backbone, 'lr': lr / 10 if lr_backbone is None else lr_backbone}],
+    lr_backbone = lr / 10 if lr_backbone is None else lr_backbone
+    return torch.optim.AdamW([{'params': rest, 'lr': lr}, {'params': backbone, 'lr': lr_backbone}],
                              lr=lr, weight_decay=weight_decay)
 
+# %% ../nbs/07_detr.ipynb #d11a376e
+def _write_csv(path, rows: list[dict]) -> Path:
+    "`rows` as CSV (columns: the first row's keys; None as empty), written atomically."
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, list(rows[0]) if rows else [])
+    writer.writeheader()
+    writer.writerows(rows)
+    return atomic_write_text(path, buf.getvalue())
+
+VAL_RESULTS = ('detections_val.json', 'per_class.csv', *EVAL_PLOTS)
+
+def save_val_results(out_dir, gt, detections: list[dict], *, img_ids=None, backend: str = 'faster',
+                     epoch: int | None = None) -> list[Path]:
+    "A validation's detections (COCO results), `per_class.csv` and evaluation plots, in `out_dir`."
+    out = Path(out_dir)
+    ev = coco_evaluation(gt, detections, backend, img_ids)
+    rows = [{'epoch': epoch, **r} for r in class_metrics(ev)]
+    files = [atomic_write_json(out / 'detections_val.json', detections, indent=None),
+             _write_csv(out / 'per_class.csv', rows)]
+    return files + save_eval_plots(gt, detections, out, img_ids=img_ids, ev=ev)
+
+class _BestValidation:
+    "`fit`'s `on_epoch`: `save_val_results` after each epoch whose `val_AP` beats the best so far."
+    def __init__(self, task: DetrTask, out_dir, gt, img_ids, *, best=None, then=None):
+        self.task, self.out_dir, self.gt, self.img_ids = task, out_dir, gt, img_ids
+        self.best, self.then = best, then          # the best AP when resuming; the user's callback
+
+    def __call__(self, row: dict):
+        ap = row.get('val_AP')
+        if ap is not None and (self.best is None or ap > self.best):     # as `fit` picks best.pt
+            self.best = ap
+            save_val_results(self.out_dir, self.gt, self.task.val_detections,
+                             img_ids=self.img_ids, backend=self.task.backend, epoch=row['epoch'])
+        if self.then is not None: self.then(row)
+
 # %% ../nbs/07_detr.ipynb #61ad530a
-def _detr_report(rows: list[dict], *, train_ds, weights: dict, precision: str, device, config: dict,
-                 processes: int) -> dict:
+def _detr_report(rows: list[dict], *, train_ds, weights: dict, precision: str, device,
+                 config: dict, processes: int, per_class: list[dict] | None = None) -> dict:
     best = max((r.get('val_AP', -1) for r in rows), default=None)
+    best_epoch = next((r['epoch'] for r in rows if 'val_AP' in r and r['val_AP'] == best), None)
     return {'epochs': len(rows), 'processes': processes, 'final': rows[-1], 'best_AP': best,
-            'train_images': len(train_ds), 'data_report': train_ds.report, 'random_init': weights['random_init'],
-            'pretrained': weights['pretrained'], 'precision': precision, 'device': str(device), 'config': config,
+            'best_epoch': best_epoch, 'per_class': per_class, 'train_images': len(train_ds),
+            'data_report': train_ds.report, 'random_init': weights['random_init'],
+            'pretrained': weights['pretrained'], 'precision': precision, 'device': str(device),
+            'config': config,
             'data_fraction': float(np.median([r['data_fraction'] for r in rows]))}
 
-def train_detr(train_img, train_ann, *, val_img=None, val_ann=None, output_dir='runs/detr', num_epochs: int = 50,
-               batch_size: int = 2, num_workers: int | None = None, lr: float = 2e-4,
-               lr_backbone: float | None = None, weight_decay: float = 1e-4, precision: str = 'auto',
-               pretrained=None, allow_random_init: bool = False, offline: bool = True, size: str = 'base',
-               image_size: tuple[int, int] = (800, 1333), score_threshold: float = 0.05,
-               subset: int | None = None, backend: str = 'faster', resume=None, device='cpu', seed: int = 0,
-               grad_clip: float | None = 0.1, progress: bool = True, on_step=None, on_epoch=None) -> dict:
-    "Train Deformable DETR on COCO-format data, evaluating each epoch; checkpoints, metrics.csv, report.json."
+def _best_score(resume) -> float | None:
+    "The best validation score of the run a checkpoint continues (None for a new run)."
+    from boxrefine.train import load_checkpoint
+    return None if resume is None else load_checkpoint(resume).get('best_score')
+
+def train_detr(train_img, train_ann, *, val_img=None, val_ann=None, output_dir='runs/detr',
+               num_epochs: int = 50, batch_size: int = 2, num_workers: int | None = None,
+               lr: float = 2e-4, lr_backbone: float | None = None, weight_decay: float = 1e-4,
+               precision: str = 'auto', pretrained=None, allow_random_init: bool = False,
+               offline: bool = True, size: str = 'base', image_size: tuple[int, int] = (800, 1333),
+               score_threshold: float = 0.05, subset: int | None = None, backend: str = 'faster',
+               resume=None, device='cpu', seed: int = 0, grad_clip: float | None = 0.1,
+               progress: bool = True, on_step=None, on_epoch=None) -> dict:
+    "Train Deformable DETR on COCO data, evaluating each epoch; checkpoints, metrics and plots."
     # on_step / on_epoch: callbacks of `fit`, e.g. a `boxrefine.viz.LossCurve`'s
     from boxrefine.dist import unwrap, wrap_ddp
     from boxrefine.train import finish_run, fit, make_loader, resolve_precision, training_run
-    if (val_img is None) != (val_ann is None): raise ValueError("give both --val-img and --val-ann, or neither")
-    config = {'train_img': str(train_img), 'train_ann': str(train_ann), 'val_img': val_img and str(val_img),
-              'val_ann': val_ann and str(val_ann), 'num_epochs': num_epochs, 'batch_size': batch_size, 'lr': lr,
+    if (val_img is None) != (val_ann is None):
+        raise ValueError("give both --val-img and --val-ann, or neither")
+    config = {'train_img': str(train_img), 'train_ann': str(train_ann),
+              'val_img': val_img and str(val_img), 'val_ann': val_ann and str(val_ann),
+              'num_epochs': num_epochs, 'batch_size': batch_size, 'lr': lr,
               'lr_backbone': lr_backbone, 'weight_decay': weight_decay, 'size': size,
-              'image_size': list(image_size), 'score_threshold': score_threshold, 'subset': subset, 'seed': seed,
-              'pretrained': pretrained and str(pretrained)}
+              'image_size': list(image_size), 'score_threshold': score_threshold,
+              'subset': subset, 'seed': seed, 'pretrained': pretrained and str(pretrained)}
     out_dir = Path(output_dir)
-    with training_run(device, seed=seed, resume=resume) as ctx:   # under torchrun: one process per GPU
+    with training_run(device, seed=seed, resume=resume) as ctx:   # under torchrun: a GPU each
         processor = make_processor(*image_size, pretrained=pretrained)
         train_ds = DetrDataset(train_ann, train_img, processor, subset=subset, verbose=ctx.is_main)
         cmap = train_ds.category_map
         model, weights = build_detr(cmap, pretrained, allow_random_init, offline, size, seed)
         model = wrap_ddp(model.to(ctx.device), ctx)            # batch_size is per process
-        loader_args = dict(batch_size=batch_size, seed=seed, collate_fn=collate_detr, num_workers=num_workers)
+        loader_args = dict(batch_size=batch_size, seed=seed, collate_fn=collate_detr,
+                           num_workers=num_workers)
         loader = make_loader(train_ds, ctx, **loader_args)
         task = DetrTask(model, ctx.device, score_threshold=score_threshold, backend=backend)
+        after_epoch = on_epoch
         if val_ann is not None:
-            val_ds = DetrDataset(val_ann, val_img, processor, cmap, subset=subset, verbose=ctx.is_main)
-            task.val_loader, task.val_gt = make_loader(val_ds, ctx, train=False, **loader_args), val_ds.coco
+            val_ds = DetrDataset(val_ann, val_img, processor, cmap, subset=subset,
+                                 verbose=ctx.is_main)
+            task.val_loader = make_loader(val_ds, ctx, train=False, **loader_args)
+            task.val_gt = val_ds.coco
+            # the best epoch's detections, per-class metrics and plots, beside best.pt
+            after_epoch = _BestValidation(task, out_dir, val_ds.coco, val_ds.image_ids,
+                                          best=_best_score(resume), then=on_epoch)
         else: task.validate = None
         optimizer = detr_optimizer(model, lr, lr_backbone, weight_decay)
         precision = resolve_precision(precision, ctx.device)
@@ -363,14 +703,19 @@ def train_detr(train_img, train_ann, *, val_img=None, val_ann=None, output_dir='
                  'categories': {'cat_ids': list(cmap.cat_ids), 'names': list(cmap.names)},
                  'model_config': unwrap(model).config.to_dict()}
         task.epoch_stats = lambda: {'random_init': weights['random_init']}
-        rows = fit(task, loader, optimizer, epochs=num_epochs, out_dir=out_dir, precision=precision,
-                   device=ctx.device, grad_clip=grad_clip, resume=resume, config=config,
-                   score_key='val_AP' if task.val_loader else None, on_step=on_step, on_epoch=on_epoch,
-                   extra_state=extra, progress=progress, desc='detr')
-        report = _detr_report(rows, train_ds=train_ds, weights=weights, precision=precision, device=ctx.device,
-                              config=config, processes=ctx.world)
-        val = (f", val AP {rows[-1]['val_AP']:.4f} (best {report['best_AP']:.4f})" if 'val_AP' in rows[-1]
-               else '')
+        rows = fit(task, loader, optimizer, epochs=num_epochs, out_dir=out_dir,
+                   precision=precision, device=ctx.device, grad_clip=grad_clip, resume=resume,
+                   config=config, score_key='val_AP' if task.val_loader else None,
+                   on_step=on_step, on_epoch=after_epoch, extra_state=extra, progress=progress,
+                   desc='detr')
+        best_dets = out_dir / 'detections_val.json'
+        per_class = (per_class_metrics(val_ds.coco, best_dets, backend, val_ds.image_ids)
+                     if ctx.is_main and val_ann is not None and best_dets.is_file() else None)
+        report = _detr_report(rows, train_ds=train_ds, weights=weights, precision=precision,
+                              device=ctx.device, config=config, processes=ctx.world,
+                              per_class=per_class)
+        val = (f", val AP {rows[-1]['val_AP']:.4f} (best {report['best_AP']:.4f})"
+               if 'val_AP' in rows[-1] else '')
         summary = (f"done: {len(rows)} epochs, final train loss {rows[-1]['train_loss']:.4f}{val}; "
                    f"report in {out_dir / 'report.json'}")
         return finish_run(ctx, out_dir, report, summary)

@@ -31,8 +31,8 @@ def check_box_pair(pred: torch.Tensor, target: torch.Tensor):
         raise BoxError(f"boxes: expected shape [..., 4], got {list(pred.shape)}")
     if pred.numel() == 0:
         raise BoxError("pred and target hold no boxes: an empty batch has no loss")
-    validate_boxes(pred.detach(), name='pred') if not torch.isfinite(pred).all() else None
-    validate_boxes(target.detach(), name='target') if not torch.isfinite(target).all() else None
+    for name, t in (('pred', pred), ('target', target)):
+        if not torch.isfinite(t).all(): validate_boxes(t.detach(), name=name)
 
 # %% ../nbs/01_losses.ipynb #5524962a
 class LossParts(NamedTuple):
@@ -48,6 +48,7 @@ def _reduce(x: torch.Tensor, reduction: str) -> torch.Tensor:
     if reduction == 'none': return x
     raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
 
+# %% ../nbs/01_losses.ipynb #96040237
 def refinement_loss(pred: torch.Tensor, target: torch.Tensor, l1_weight: float = 1.0,
                     iou_weight: float = 2.0, iou_type: str = 'giou',
                     reduction: str = 'mean') -> LossParts:
@@ -63,6 +64,7 @@ def refinement_loss(pred: torch.Tensor, target: torch.Tensor, l1_weight: float =
     return LossParts(*(_reduce(x, reduction) for x in (total, l1, iou_loss)),
                      _reduce(iou.detach(), reduction))
 
+# %% ../nbs/01_losses.ipynb #e367de21
 class RefinementLoss(nn.Module):
     "Module form of `refinement_loss`, for configs and training loops."
     def __init__(self, l1_weight: float = 1.0, iou_weight: float = 2.0, iou_type: str = 'giou',

@@ -28,8 +28,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
 from .boxes import denormalize, paired_iou
-from .cache import (CacheStats, atomic_write_bytes, atomic_write_json, atomic_write_text, content_keys,
-                             dequantize, detect_caches, entry_layout)
+from .atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from .cache import CacheStats, content_keys, dequantize, detect_caches, entry_layout
 from .data import BoxRefinementDataset, EpochBatches, FeatureBatches, release_batch
 from .dist import (DistContext, barrier, gather_objects, is_main, reduce_sums, setup_distributed,
                             shard_items, unwrap, wrap_ddp)
@@ -39,13 +39,14 @@ from .model import BoxRefiner, refiner_loss
 
 # %% auto #0
 __all__ = ['Num', 'Int', 'Bool', 'PathStr', 'PositiveInt', 'NonNegInt', 'Positive', 'NonNeg', 'CONFIG_DEFAULTS', 'CONFIG_ALIASES',
-           'PRECISIONS', 'CHECKPOINT_FORMAT', 'FROZEN_ON_RESUME', 'DataSection', 'TrainingSection', 'HQSAMSection',
-           'ModelSection', 'FeatureCacheSection', 'OptimizationSection', 'OutputSection', 'ConfigSchema', 'ConfigError',
+           'OLD_SECTIONS', 'OLD_PERFORMANCE', 'PRECISIONS', 'CHECKPOINT_FORMAT', 'FROZEN_ON_RESUME', 'IOU_BUCKETS',
+           'DataSection', 'TrainingSection', 'HQSAMSection', 'ModelSection', 'FeatureCacheSection',
+           'OptimizationSection', 'OutputSection', 'ConfigSchema', 'ConfigError', 'UpgradedConfig', 'upgrade_config',
            'TrainConfig', 'resolve_precision', 'autocast', 'make_scaler', 'rng_state', 'set_rng_state',
            'save_checkpoint', 'load_checkpoint', 'NonFiniteLossError', 'EpochFeed', 'write_metrics_csv', 'config_diff',
-           'fit', 'default_workers', 'training_run', 'make_loader', 'finish_run', 'RefinerTask', 'plot_metrics',
-           'apply_modes', 'build_refiner', 'prepare_features', 'train_refiner', 'demo_config', 'run_demo',
-           'predict_refiner']
+           'fit', 'default_workers', 'training_run', 'make_loader', 'finish_run', 'bucket_sums', 'bucket_table',
+           'format_buckets', 'RefinerTask', 'plot_metrics', 'apply_modes', 'build_refiner', 'prepare_features',
+           'train_refiner', 'demo_config', 'run_demo', 'predict_refiner']
 
 # %% ../nbs/06_train.ipynb #9eba83ab
 from typing import Annotated, Literal
@@ -146,8 +147,6 @@ class ConfigSchema(_Section):
     output: OutputSection = OutputSection()
 
 CONFIG_DEFAULTS = ConfigSchema().model_dump()
-CONFIG_ALIASES = {'hqsam.checkpoint_path': 'hqsam.checkpoint'}
-
 
 # %% ../nbs/06_train.ipynb #1c67e92d
 class ConfigError(ValueError):
@@ -166,12 +165,15 @@ def _section_keys(loc: tuple) -> str:
         model = model.model_fields[k].annotation
     return ', '.join(sorted(model.model_fields))
 
-def _explain(err: dict) -> str:
-    "One pydantic error as 'dotted.key: what was expected (got value)'."
+def _explain(err: dict, renamed: dict | None = None) -> str:
+    "One pydantic error as 'dotted.key: what was expected (got value)'; `renamed`: new key → old."
     loc, kind, ctx = tuple(str(k) for k in err['loc']), err['type'], err.get('ctx', {})
     key = '.'.join(loc)
+    old = (renamed or {}).get(key)
+    read_as = f" (read as {key})" if old else ''
     if kind == 'extra_forbidden':
-        return f"unknown config key {key!r}; valid keys here: {_section_keys(loc[:-1])}"
+        return (f"unknown config key {old or key!r}{read_as}; "
+                f"valid keys here: {_section_keys(loc[:-1])}")
     if kind in ('model_type', 'model_attributes_type'):
         if not loc:
             return f"a config must be a mapping of sections (got {type(err['input']).__name__})"
@@ -185,32 +187,145 @@ def _explain(err: dict) -> str:
         what = str(ctx.get('error', err['msg']))
     else:
         what = _EXPECTED.get(kind, err['msg'][:1].lower() + err['msg'][1:])
-    return f"{key}: {what} (got {err['input']!r})"
+    return f"{old or key}{read_as}: {what} (got {err['input']!r})"
 
-def _unalias(given: dict, where: str | None) -> dict:
-    "`given` with aliased keys (`CONFIG_ALIASES`) renamed; both spellings at once is an error."
-    given = copy.deepcopy(given)
-    for alias, key in CONFIG_ALIASES.items():
-        section, old = alias.split('.')
-        new = key.split('.')[1]
-        part = given.get(section)
-        if not isinstance(part, dict) or old not in part:
-            continue
-        if new in part:
-            raise ConfigError(f"{where + ': ' if where else ''}{alias} is another name for {key}: "
-                              "give one of them")
-        part[new] = part.pop(old)
-    return given
+# %% ../nbs/06_train.ipynb #1a8e5a6f
+_MISSING = object()
 
+def _at(cfg, dotted: str, default=_MISSING):
+    "The value at `dotted` in nested dicts, or `default`."
+    for k in dotted.split('.'):
+        if not isinstance(cfg, dict) or k not in cfg:
+            return default
+        cfg = cfg[k]
+    return cfg
+
+def _pop(cfg: dict, dotted: str):
+    "Remove and return the value at `dotted` (`_MISSING` if there is none)."
+    parent, _, key = dotted.rpartition('.')
+    part = _at(cfg, parent) if parent else cfg
+    return part.pop(key) if isinstance(part, dict) and key in part else _MISSING
+
+def _put(cfg: dict, dotted: str, value):
+    "Set `dotted`, making its sections (one that is no mapping is left for the schema to report)."
+    *sections, key = dotted.split('.')
+    for k in sections:
+        cfg = cfg.setdefault(k, {})
+        if not isinstance(cfg, dict):
+            return
+    cfg[key] = value
+
+# %% ../nbs/06_train.ipynb #a76b58df
+from dataclasses import dataclass, field
+
+CONFIG_ALIASES = {'hqsam.checkpoint_path': 'hqsam.checkpoint',
+                  'optimization.performance.use_amp': 'training.use_amp'}
+OLD_SECTIONS = {'training.feature_cache': 'optimization.feature_cache'}
+OLD_PERFORMANCE = ('batch_size_multiplier', 'data_sampling', 'use_amp')
+_ALIAS_NOTES = {'training.use_amp': {True: " (mixed precision: precision 'auto')",
+                                     False: ' (no mixed precision)'}}
+
+@dataclass
+class UpgradedConfig:
+    "A config with the old scripts' keys moved to what they mean here."
+    cfg: dict
+    notes: list = field(default_factory=list)     # 'old key X -> Y', printed when loading
+    problems: list = field(default_factory=list)  # reported with the schema's
+    renamed: dict = field(default_factory=dict)   # current dotted key → the old one given
+
+    def move(self, old: str, new: str):
+        "Move the value at `old` to `new`; a different value at `new` too is a problem."
+        value = _pop(self.cfg, old)
+        there = _at(self.cfg, new)
+        if value is _MISSING:
+            return
+        if there is not _MISSING and there != value:
+            return self.problems.append(f"{old} is another name for {new}: give one of them "
+                                        f"(got {value!r} and {there!r})")
+        _put(self.cfg, new, value)
+        self.renamed[new] = old
+        note = _ALIAS_NOTES.get(new, {}).get(value, '') if isinstance(value, bool) else ''
+        self.notes.append(f"old key {old} -> {new}{note}")
+
+# %% ../nbs/06_train.ipynb #8afe28e8
+_PERF = 'optimization.performance'
+
+def _scale_batch(up: UpgradedConfig, m):
+    "`optimization.performance.batch_size_multiplier`: `training.batch_size` multiplied by it."
+    old, m = f'{_PERF}.batch_size_multiplier', _number(m)
+    if isinstance(m, bool) or not isinstance(m, (int, float)) or not 0 < m < math.inf:
+        return up.problems.append(f"{old}: must be a number > 0 (got {m!r})")
+    b = _at(up.cfg, 'training.batch_size', CONFIG_DEFAULTS['training']['batch_size'])
+    if isinstance(b, bool) or not isinstance(b, int) or b < 1:
+        return                                        # the schema reports training.batch_size
+    if not float(b * m).is_integer():
+        return up.problems.append(f"{old}: training.batch_size {b} x {m:g} = {b * m:g} "
+                                  "is not a whole number of images")
+    _put(up.cfg, 'training.batch_size', int(b * m))
+    up.notes.append(f"old key {old} {m:g} -> training.batch_size {b} x {m:g} = {int(b * m)}")
+
+def _sampling(up: UpgradedConfig, v):
+    "`optimization.performance.data_sampling`: on (by `data.sample_ratio`), off, or a ratio."
+    old, key, v = f'{_PERF}.data_sampling', 'data.sample_ratio', _number(v)
+    given = _at(up.cfg, key)
+    if v is True:
+        ratio = CONFIG_DEFAULTS['data']['sample_ratio'] if given is _MISSING else given
+        return up.notes.append(f"old key {old} true -> {key} {ratio} (the sub-sampling ratio)")
+    if v is False:
+        _put(up.cfg, key, 1.0)
+        unused = '' if given in (_MISSING, 1) else f"; {key} {given} is not applied"
+        return up.notes.append(f"old key {old} false -> {key} 1.0 (every image{unused})")
+    if not isinstance(v, (int, float)) or not 0 < v <= 1:
+        return up.problems.append(f"{old}: must be true, false or a ratio in (0, 1] (got {v!r})")
+    if given is not _MISSING and given != v:
+        return up.problems.append(f"{old} {v:g} and {key} {given!r} disagree: give one of them")
+    _put(up.cfg, key, v)
+    up.renamed[key] = old
+    up.notes.append(f"old key {old} {v:g} -> {key} {v:g}")
+
+# %% ../nbs/06_train.ipynb #39422ea3
+def upgrade_config(given: dict) -> UpgradedConfig:
+    "`given` with the old scripts' keys moved to the keys that mean the same here (a copy)."
+    up = UpgradedConfig(copy.deepcopy(given))
+    for old, new in OLD_SECTIONS.items():
+        section = _at(up.cfg, old, {})
+        if not isinstance(section, dict):
+            up.problems.append(f"config key {old!r} must be a section (a mapping), got {section!r}")
+        for k in list(section) if isinstance(section, dict) else []:
+            up.move(f'{old}.{k}', f'{new}.{k}')
+        _pop(up.cfg, old)
+    for old, new in CONFIG_ALIASES.items():
+        up.move(old, new)
+    perf = _pop(up.cfg, _PERF)
+    if perf is _MISSING:
+        return up
+    if not isinstance(perf, dict):
+        up.problems.append(f"config key {_PERF!r} must be a section (a mapping), got {perf!r}")
+        return up
+    if 'batch_size_multiplier' in perf:
+        _scale_batch(up, perf.pop('batch_size_multiplier'))
+    if 'data_sampling' in perf:
+        _sampling(up, perf.pop('data_sampling'))
+    up.problems += [f"unknown config key '{_PERF}.{k}'; valid keys here: "
+                    f"{', '.join(OLD_PERFORMANCE)}" for k in perf]
+    return up
+
+# %% ../nbs/06_train.ipynb #5965d93c
 def _validate(given, where: str | None = None) -> dict:
     "`given` checked against `ConfigSchema` and completed; a `ConfigError` names each problem."
-    if isinstance(given, dict):
-        given = _unalias(given, where)
+    up = upgrade_config(given) if isinstance(given, dict) else UpgradedConfig(given)
+    problems = list(up.problems)
     try:
-        return ConfigSchema.model_validate(given).model_dump()
+        cfg = ConfigSchema.model_validate(up.cfg).model_dump()
     except ValidationError as e:
-        problems = '; '.join(_explain(err) for err in e.errors(include_url=False))
-        raise ConfigError(f"{where}: {problems}" if where else problems) from None
+        problems += [_explain(err, up.renamed) for err in e.errors(include_url=False)]
+    if problems:
+        msg = '; '.join(problems)
+        raise ConfigError(f"{where}: {msg}" if where else msg)
+    if os.environ.get('RANK', '0') == '0':        # under torchrun: once, not once per process
+        for note in up.notes:
+            print(f"{where or 'config'}: {note}")
+    return cfg
 
 def _read_yaml(path):
     "A YAML file's content; a syntax error names the file and the line."
@@ -235,6 +350,7 @@ def _merge(cfg: dict, overrides: dict) -> dict:
         out[section] = {**out[section], **values} if mergeable else values
     return out
 
+# %% ../nbs/06_train.ipynb #77be10ce
 class TrainConfig(dict):
     "A validated, complete training config: a nested dict, its sections also attributes."
     def __getattr__(self, name):
@@ -258,7 +374,6 @@ class TrainConfig(dict):
         "The precision asked for: `training.precision`, else 'auto' when `use_amp`, else 'fp32'."
         t = self['training']
         return t['precision'] or ('auto' if t['use_amp'] else 'fp32')
-
 
 # %% ../nbs/06_train.ipynb #31c92c42
 PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16')
@@ -560,6 +675,48 @@ def finish_run(ctx: DistContext, out_dir, report: dict, summary: str) -> dict:
         print(summary)
     return report
 
+# %% ../nbs/06_train.ipynb #417cba84
+IOU_BUCKETS = (0.0, 0.5, 0.7, 0.9, 1.0)   # input-IoU bucket edges: < 0.5, 0.5–0.7, 0.7–0.9, ≥ 0.9
+
+def _bucket_label(lo: float, hi: float) -> str:
+    if lo == IOU_BUCKETS[0]: return f"< {hi}"
+    return f">= {lo}" if hi == IOU_BUCKETS[-1] else f"{lo}-{hi}"
+
+def bucket_sums(before, after, edges=IOU_BUCKETS) -> dict[str, float]:
+    "Box counts and IoU sums per input-IoU bucket: what `reduce_sums` adds up across processes."
+    before = torch.as_tensor(before, dtype=torch.float64).flatten().cpu()
+    after = torch.as_tensor(after, dtype=torch.float64).flatten().cpu()
+    which = torch.bucketize(before, torch.tensor(edges[1:-1], dtype=torch.float64), right=True)
+    sums = {}
+    for i in range(len(edges) - 1):
+        m = which == i
+        sums |= {f'{i}_boxes': float(m.sum()), f'{i}_before': float(before[m].sum()),
+                 f'{i}_after': float(after[m].sum()), f'{i}_improved': float((after[m] > before[m]).sum())}
+    return sums
+
+def bucket_table(sums: dict, edges=IOU_BUCKETS) -> list[dict]:
+    "Mean IoU before and after, the gain and the share improved, per input-IoU bucket."
+    rows = []
+    for i, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
+        n = int(sums[f'{i}_boxes'])
+        mean = lambda k: sums[f'{i}_{k}'] / n if n else None
+        gain = mean('after') - mean('before') if n else None
+        rows.append({'input_iou': _bucket_label(lo, hi), 'boxes': n, 'iou_before': mean('before'),
+                     'iou_after': mean('after'), 'gain': gain, 'improved': mean('improved')})
+    return rows
+
+def format_buckets(rows: list[dict]) -> str:
+    "The bucket table as text."
+    lines = [f"{'input IoU':>10} {'boxes':>6} {'before':>7} {'after':>7} {'gain':>7} {'improved':>8}"]
+    for r in rows:
+        if not r['boxes']:
+            lines.append(f"{r['input_iou']:>10} {0:>6}")
+            continue
+        lines.append(f"{r['input_iou']:>10} {r['boxes']:>6} {r['iou_before']:>7.3f} "
+                     f"{r['iou_after']:>7.3f} {r['gain']:>+7.3f} {r['improved']:>8.0%}")
+    return '\n'.join(lines)
+
+
 # %% ../nbs/06_train.ipynb #3aaae35f
 def _pinned(batch: dict) -> bool:
     "Whether the loader's pin thread has already copied the batch's features to pinned memory."
@@ -632,6 +789,7 @@ class RefinerTask:
             noisy_iou.append(paired_iou(noisy, gt))
             refined_iou.append(paired_iou(refined, gt))
         n, r = torch.cat(noisy_iou), torch.cat(refined_iou)
+        self.val_buckets = bucket_table(reduce_sums(bucket_sums(n, r)))
         s = reduce_sums({'noisy': n.sum().item(), 'refined': r.sum().item(),
                          'improved': (r > n).sum().item(), 'boxes': len(n)})
         return {'noisy_iou': s['noisy'] / s['boxes'], 'refined_iou': s['refined'] / s['boxes'],
@@ -648,22 +806,12 @@ class RefinerTask:
 
 # %% ../nbs/06_train.ipynb #b38efb0c
 def plot_metrics(metrics_csv, png=None):
-    "Loss and validation-IoU curves from `metrics.csv`, saved to `png` (default: loss_curve.png beside it)."
-    import matplotlib; matplotlib.use('Agg', force=False)
-    import matplotlib.pyplot as plt
-    rows = list(csv.DictReader(open(metrics_csv)))
-    ep = [int(r['epoch']) for r in rows]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
-    for k in ('train_loss', 'train_l1'):
-        if k in rows[0]: a.plot(ep, [float(r[k]) for r in rows], label=k)
-    a.set_xlabel('epoch'); a.set_title('training loss'); a.legend()
-    for k in ('val_noisy_iou', 'val_refined_iou', 'train_iou'):
-        if k in rows[0]: b.plot(ep, [float(r[k]) for r in rows], label=k)
-    b.set_xlabel('epoch'); b.set_title('IoU with ground truth'); b.legend()
-    fig.tight_layout()
+    "Loss and validation curves of `metrics.csv` as a PNG (default: `loss_curve.png` beside it)."
+    from boxrefine.viz import figure_png, loss_curves   # the live `LossCurve` draws the same
+    with open(metrics_csv, newline='') as f:
+        rows = list(csv.DictReader(f))
     png = Path(png or Path(metrics_csv).with_name('loss_curve.png'))
-    buf = io.BytesIO(); fig.savefig(buf, format='png', dpi=100); plt.close(fig)
-    atomic_write_bytes(png, buf.getvalue())
+    atomic_write_bytes(png, figure_png(loss_curves(rows, figsize=(10, 3.5)), dpi=100))
     return png
 
 # %% ../nbs/06_train.ipynb #26e2df26
@@ -788,24 +936,29 @@ def train_refiner(cfg: TrainConfig, out_dir=None, resume=None, clear_cache: bool
                                 'fingerprint': extractor.fingerprint()})
         report = _refiner_report(rows, prep, datasets, extractor=extractor, precision=precision,
                                  device=device, processes=ctx.world)
+        report['val_iou_buckets'] = task.val_buckets
         speed = f"{report['warm_vs_cold_speedup']:.0f}x" if report['warm_vs_cold_speedup'] else 'n/a'
         summary = (f"done: refined IoU {report['refined_iou']:.3f} vs noisy {report['noisy_iou']:.3f} "
                    f"({report['improved_fraction']:.0%} of boxes improved); precompute "
                    f"{report['precompute_s']:.1f} s, warm epoch {report['warm_epoch_s']:.2f} s "
                    f"(waiting for data {report['data_fraction']:.0%}), an epoch {speed} faster than "
-                   f"one that extracts; report in {out_dir / 'report.json'}")
+                   f"one that extracts; report in {out_dir / 'report.json'}\n"
+                   "validation IoU by input IoU:\n" + format_buckets(task.val_buckets))
         return finish_run(ctx, out_dir, report, summary)
 
 # %% ../nbs/06_train.ipynb #1acd9e6b
-def demo_config(out_dir, n_train: int = 48, n_val: int = 16, epochs: int = 60, seed: int = 0) -> TrainConfig:
-    "The demo's configuration (its data is made by `run_demo`)."
-    out = Path(out_dir)
+def demo_config(out_dir, *, epochs: int = 60, seed: int = 0) -> TrainConfig:
+    "The demo's configuration; its data (made by `run_demo`) is in `out_dir/data`."
+    out, data = Path(out_dir), Path(out_dir) / 'data'
     return TrainConfig.load({
-        'data': {'train_ann': str(out / 'data' / 'train.json'), 'train_img': str(out / 'data' / 'images'),
-                 'val_ann': str(out / 'data' / 'val.json'), 'val_img': str(out / 'data' / 'images'), 'noise_scale': 0.4},
+        'data': {'train_ann': str(data / 'train.json'), 'train_img': str(data / 'images'),
+                 'val_ann': str(data / 'val.json'), 'val_img': str(data / 'images'),
+                 'noise_scale': 0.4},
         'training': {'batch_size': 8, 'learning_rate': 1e-3, 'num_epochs': epochs, 'seed': seed},
-        'hqsam': {'model_type': 'vit_tiny', 'checkpoint': None, 'allow_random_init': True, 'seed': seed},
-        'optimization': {'feature_cache': {'enabled': True, 'cache_dir': str(out / 'feature_cache')}},
+        'hqsam': {'model_type': 'vit_tiny', 'checkpoint': None, 'allow_random_init': True,
+                  'seed': seed},
+        'optimization': {'feature_cache': {'enabled': True,
+                                           'cache_dir': str(out / 'feature_cache')}},
         'output': {'dir': str(out)}})
 
 def run_demo(out_dir='boxrefine_demo', n_train: int = 48, n_val: int = 16, epochs: int = 60, seed: int = 0,
@@ -816,7 +969,13 @@ def run_demo(out_dir='boxrefine_demo', n_train: int = 48, n_val: int = 16, epoch
     with warnings.catch_warnings():
         warnings.filterwarnings('ignore', message='HQ-SAM vit_tiny is built WITHOUT')
         print("demo: HQ-SAM vit_tiny is built WITHOUT pretrained weights (explicitly); report.json records random_init: true")
-        return train_refiner(demo_config(out_dir, n_train, n_val, epochs, seed), out_dir, progress=progress)
+        report = train_refiner(demo_config(out_dir, epochs=epochs, seed=seed), out_dir,
+                               progress=progress)
+    if not is_main(): return report
+    from boxrefine.refine import demo_refinement      # it builds on this module
+    report['refinement'] = demo_refinement(out_dir, seed, progress=progress)
+    atomic_write_json(Path(out_dir) / 'report.json', report)
+    return report
 
 # %% ../nbs/06_train.ipynb #8e389250
 @torch.inference_mode()

@@ -10,7 +10,7 @@ from unittest import mock
 
 import pytest
 
-from boxrefine.cache import DiskFullError, atomic_write_bytes
+from boxrefine.atomic import DiskFullError, atomic_write_bytes
 from boxrefine.data import CocoFormatError, load_coco_boxes
 from boxrefine.detr import DetrDataset, evaluate_detections, make_processor
 from boxrefine.train import ConfigError, TrainConfig
@@ -206,7 +206,7 @@ def test_disk_full_during_write(tmp_path):
         def write(self, data): raise OSError(errno.ENOSPC, 'No space left on device')
 
     (tmp_path / 'x.bin').write_bytes(b'old')
-    with mock.patch('boxrefine.cache.open', FullFile, create=True):
+    with mock.patch('boxrefine.atomic.open', FullFile, create=True):
         with pytest.raises(DiskFullError, match=r'it needs 3 bytes and [\d,]+ bytes are free'):
             atomic_write_bytes(tmp_path / 'x.bin', b'new')
     assert (tmp_path / 'x.bin').read_bytes() == b'old'

@@ -1,5 +1,6 @@
 "The `boxrefine` console script as users run it: installed entry point, version, help, errors."
 import configparser
+import json
 import shutil
 import subprocess
 import sys
@@ -41,7 +42,8 @@ def test_module_entry_point():
 
 
 BAD_ARGUMENTS = [
-    (['boxgen'], 'boxgen needs --cirr-root, --method, --split or --all-splits'),
+    (['boxgen'], 'CIRR root not found: ./cirr_dataset (the default --cirr-root'),   # no ./cirr_dataset here
+    (['boxgen', '--max-images', '100', '--output', 'test_boxes.json'], 'CIRR root not found: ./cirr_dataset'),
     (['boxgen', 'merge', 'out.json'], 'usage: boxrefine boxgen merge OUTPUT SHARD'),
     (['boxgen', '--cirr-root', '.', '--method', 'saliency', '--split', 'val', '--shard', '2/2'],
      "argument --shard: shard '2/2': need 0 <= i < n"),
@@ -74,3 +76,61 @@ def test_argument_errors_answer_before_torch(args, message, tmp_path):
                        timeout=120)
     assert r.returncode in (1, 2) and message in r.stderr, r.stderr
     assert r.stdout.strip() == 'False', 'torch was imported before the arguments were checked'
+
+
+def fresh_main(args, cwd):
+    "Exit status, stderr and whether torch was imported, of `main(args)` in a fresh Python."
+    code = ("import sys\n"
+            "from boxrefine.cli import main\n"
+            f"rc = main({args!r})\n"
+            "print('torch' in sys.modules)\n"
+            "sys.exit(rc)\n")
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=cwd, timeout=120)
+    return r.returncode, r.stderr, r.stdout.strip().splitlines()[-1]
+
+
+def small_cirr(root, n=3):
+    "A CIRR root (plain layout) whose train split lists `n` small PNGs of a dark disc on a light ground."
+    from PIL import Image, ImageDraw
+    (root / 'image_splits').mkdir(parents=True)
+    split = {}
+    for i in range(n):
+        im = Image.new('RGB', (96, 72), (200, 200, 190))
+        ImageDraw.Draw(im).ellipse((10 + 10 * i, 15, 50 + 10 * i, 55), fill=(30, 40, 60))
+        (root / 'train').mkdir(exist_ok=True)
+        im.save(root / 'train' / f'img{i}.png')
+        split[f'img{i}'] = f'./train/img{i}.png'
+    (root / 'image_splits' / 'split.rc2.train.json').write_text(json.dumps(split))
+    return root
+
+
+def test_boxgen_quick_start_relies_on_the_old_defaults(tmp_path):
+    "The guide's `boxgen --max-images 100 --output test_boxes.json`: ./cirr_dataset, yolo, train."
+    quick = ['boxgen', '--max-images', '2', '--output', 'test_boxes.json']
+    small_cirr(tmp_path / 'cirr_dataset')
+    rc, err, torch_loaded = fresh_main(quick, tmp_path)     # the folder is there; the weights are the next need
+    assert (rc, torch_loaded) == (1, 'False') and 'yolov8n.pt: YOLO weights are loaded with pickle' in err, err
+    r = run(*quick, '--weights', 'yolov8n.yaml', '--allow-random-init', '--imgsz', '64', '--device', 'cpu',
+            cwd=tmp_path, check=False)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert sorted(json.loads((tmp_path / 'test_boxes.json').read_text())) == ['img0', 'img1']
+    params = json.loads((tmp_path / 'test_boxes.meta.json').read_text())['params']
+    assert (params['method'], params['split'], params['max_images']) == ('yolo', 'train', 2)
+
+
+def test_python_m_runs_the_command(fixtures, tmp_path):
+    "`python -m boxrefine ARGS` and `python -m boxrefine.cli ARGS` do what `boxrefine ARGS` does."
+    def python_m(module, *args):
+        return subprocess.run([sys.executable, '-m', module, *map(str, args)], capture_output=True, text=True,
+                              cwd=tmp_path, timeout=300)
+    c100 = fixtures / 'coco_val2014_100'
+    evaluate = ['cocoeval', c100 / 'instances_val2014_100.json', c100 / 'instances_val2014_fakebbox100_results.json']
+    tables = []
+    for module in ('boxrefine', 'boxrefine.cli'):
+        assert python_m(module, '--version').stdout == run('--version').stdout
+        r = python_m(module, 'boxstats', 'none.json')
+        assert (r.returncode, r.stderr) == (1, 'boxrefine boxstats: error: boxes file not found: none.json\n')
+        r = python_m(module, *evaluate)
+        assert r.returncode == 0 and 'AP' in r.stdout, r.stderr[-3000:]
+        tables.append(r.stdout)
+    assert tables[0] == tables[1]
