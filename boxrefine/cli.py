@@ -480,7 +480,8 @@ def _run_refine(args):
     how = f"{r['steps']} steps" if r['method'] == 'refiner' else 'HQ-SAM box prompt'
     print(f"refined {r['refined']} of {r['written']} boxes ({how})"
           + (f"; left as they were: {left}" if left else '')
-          + (f"; dropped {r['dropped']} invalid" if r['dropped'] else '') + f"; wrote {args.output}")
+          + (f"; dropped {r['dropped']} invalid" if r['dropped'] else '')
+          + f"; wrote {args.output}")
     if 'comparison' in r:
         print(format_comparison(r['comparison']))
         print(f"picture: {compare_path(args.output)}")

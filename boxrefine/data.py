@@ -373,8 +373,9 @@ def _subsample(records: list, sample_ratio: float, max_images: int | None, seed:
 def _mixed_noise(boxes: torch.Tensor, noise_scale: float, seed: int) -> torch.Tensor:
     "Each box jittered at its own scale, drawn uniformly up to `noise_scale`."
     scales = torch.rand(len(boxes), generator=torch.Generator().manual_seed(seed)) * noise_scale
+    if not len(boxes): return boxes
     return torch.cat([jitter_boxes(b[None], s, seed=_mix(seed, k))
-                      for k, (b, s) in enumerate(zip(boxes, scales.tolist()))]) if len(boxes) else boxes
+                      for k, (b, s) in enumerate(zip(boxes, scales.tolist()))])
 
 class BoxRefinementDataset(Dataset):
     "Images with normalised ground truth and seeded noisy boxes (new every epoch when `train`)."

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import copy
-import os
 import tempfile
 import warnings
 from dataclasses import asdict, dataclass
