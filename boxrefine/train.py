@@ -476,12 +476,18 @@ def _load_pickle(path: Path, data: bytes, map_location):
                          "boxrefine writes safetensors + JSON checkpoints now: train again, or "
                          "convert it yourself if you trust its author") from None
 
+def _is_safetensors(data: bytes) -> bool:
+    "Whether `data` starts as a safetensors file does: a header length, then a JSON object."
+    n = int.from_bytes(data[:8], 'little')
+    return len(data) >= 8 + n and data[8:9] == b'{'
+
 def load_checkpoint(path, map_location='cpu') -> dict:
     "A checkpoint written by `save_checkpoint` (no code runs); a clear error for anything else."
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"checkpoint not found: {path}")
     data = path.read_bytes()
-    if data[:2] == b'PK' or data[:1] == b'\x80':      # torch.save's zip, or a bare pickle
+    # torch.save's zip, or a bare pickle; a header length can start with those bytes too
+    if (data[:2] == b'PK' or data[:1] == b'\x80') and not _is_safetensors(data):
         return _load_pickle(path, data, map_location)
     try:
         n = int.from_bytes(data[:8], 'little')
