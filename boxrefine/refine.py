@@ -28,9 +28,9 @@ from .train import (RefinerTask, TrainConfig, bucket_sums, bucket_table, build_r
 
 # %% auto #0
 __all__ = ['COMPARE_KEYS', 'METHODS', 'NOISE_LEVELS', 'RefinerRun', 'load_run', 'BoxesToRefine', 'refine_images', 'image_index',
-           'matched_ious', 'refinement_gains', 'format_gains', 'compare_gains', 'format_comparison', 'refine_entries',
-           'refine_detections', 'compare_path', 'report_path', 'jitter_detections', 'refine_boxes_file',
-           'refined_examples', 'demo_refinement']
+           'matched_ious', 'refinement_gains', 'format_gains', 'compare_gains', 'gains_side_by_side',
+           'format_comparison', 'refine_entries', 'refine_detections', 'compare_path', 'report_path',
+           'jitter_detections', 'refine_boxes_file', 'refined_examples', 'demo_refinement']
 
 # %% ../nbs/14_refine.ipynb #84399b5c
 @dataclass
@@ -230,7 +230,10 @@ def _side(stats: dict, mean_iou, buckets: list, which: str) -> dict:
 
 def compare_gains(gt: dict, before: list[dict], afters: dict) -> dict:
     "The input boxes and each method's refined boxes (`{method: detections}`) side by side."
-    gains = {m: refinement_gains(gt, before, after) for m, after in afters.items()}
+    return gains_side_by_side({m: refinement_gains(gt, before, a) for m, a in afters.items()})
+
+def gains_side_by_side(gains: dict) -> dict:
+    "`refinement_gains` of each method (`{method: gains}`, same input boxes) as one table."
     g = next(iter(gains.values()))
     rows = {'input': _side(g['before'], g['mean_iou_before'], g['buckets'], 'before')}
     rows |= {m: _side(g['after'], g['mean_iou_after'], g['buckets'], 'after')
@@ -341,9 +344,10 @@ def refine_detections(run, images, detections, *, gt=None, output=None, method: 
     after = afters[method]
     report = {'detections': len(dets), 'written': len(after), **reports[method],
               'dropped': len(dropped), 'dropped_examples': dropped[:20]}
-    if gt is not None: report['evaluation'] = refinement_gains(gt, before, after)
+    gains = {m: refinement_gains(gt, before, afters[m]) for m in afters} if gt is not None else {}
+    if gains: report['evaluation'] = gains[method]
     if compare:
-        report['comparison'] = compare_gains(gt, before, {m: afters[m] for m in METHODS})
+        report['comparison'] = gains_side_by_side({m: gains[m] for m in METHODS})
         report['comparison']['unchanged'] = {m: reports[m]['unchanged'] for m in METHODS}
     if output is not None:
         atomic_write_json(output, after)
@@ -353,15 +357,17 @@ def refine_detections(run, images, detections, *, gt=None, output=None, method: 
                              also={'sam': afters['sam']})
     return {'detections': after, 'report': report}
 
+def _beside(output, suffix: str) -> Path:
+    output = Path(output)
+    return output.with_name(output.name.removesuffix('.json') + suffix)
+
 def compare_path(output) -> Path:
     "Where the side-by-side picture of a refinement written to `output` goes: `x.compare.png`."
-    output = Path(output)
-    return output.with_name(output.name.removesuffix('.json') + '.compare.png')
+    return _beside(output, '.compare.png')
 
 def report_path(output) -> Path:
     "Where the report of a refinement written to `output` goes: `x.json` → `x.report.json`."
-    output = Path(output)
-    return output.with_name(output.name.removesuffix('.json') + '.report.json')
+    return _beside(output, '.report.json')
 
 # %% ../nbs/14_refine.ipynb #20618c15
 NOISE_LEVELS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.4)   # from nearly right to badly off
