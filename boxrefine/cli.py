@@ -358,7 +358,8 @@ def _train_command(p):
 def _run_train(args):
     _need_file(args.config, 'config file')
     _need_file(args.resume, 'checkpoint')
-    from boxrefine.train import TrainConfig, apply_modes, train_refiner
+    from boxrefine.config import TrainConfig
+    from boxrefine.refiner import apply_modes, train_refiner
     cfg = apply_modes(TrainConfig.load(args.config), fast=args.fast, debug=args.debug)
     train_refiner(cfg, args.out, args.resume, args.clear_cache)   # tests mock it by position
 
@@ -385,11 +386,11 @@ def _demo_command(p):
 def _run_demo(args):
     if args.ablation and int(os.environ.get('WORLD_SIZE', '1')) > 1:
         raise UserError("demo --ablation runs in one process (not under torchrun)")
-    from boxrefine.train import run_demo
+    from boxrefine.demo import run_demo
     run_demo(out_dir=args.out, n_train=args.train_images, n_val=args.val_images, epochs=args.epochs,
              seed=args.seed)
     if args.ablation:
-        from boxrefine.samprompt import add_ablation
+        from boxrefine.demo import add_ablation
         add_ablation(args.out)
 
 

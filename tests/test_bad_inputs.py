@@ -13,7 +13,7 @@ import pytest
 from boxrefine.atomic import DiskFullError, atomic_write_bytes
 from boxrefine.data import CocoFormatError, load_coco_boxes
 from boxrefine.detr import DetrDataset, evaluate_detections, make_processor
-from boxrefine.train import ConfigError, TrainConfig
+from boxrefine.config import ConfigError, TrainConfig
 
 
 def boxrefine(*args, cwd=None):
@@ -221,7 +221,7 @@ def test_cli_prints_disk_full_in_one_line(tmp_path, capsys):
         atomic_write_bytes(tmp_path / 'out' / 'metrics.csv', b'x' * 2048)
 
     with mock.patch('os.fsync', side_effect=OSError(errno.ENOSPC, 'No space left on device')), \
-         mock.patch('boxrefine.train.train_refiner', train_refiner):
+         mock.patch('boxrefine.refiner.train_refiner', train_refiner):
         assert cli.main(['train', '--config', str(tmp_path / 'c.yaml')]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"boxrefine train: error: disk full writing {tmp_path / 'out' / 'metrics.csv'}: "

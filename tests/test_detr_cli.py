@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from boxrefine.detr import VAL_RESULTS
-from boxrefine.train import load_checkpoint
+from boxrefine.engine import load_checkpoint
 
 
 def boxrefine(*args, check=True):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from boxrefine.train import load_checkpoint
+from boxrefine.engine import load_checkpoint
 import yaml
 from safetensors.torch import load_file
 

@@ -10,7 +10,9 @@ import pytest
 import torch
 import yaml
 
-from boxrefine.train import TrainConfig, load_checkpoint, predict_refiner
+from boxrefine.config import TrainConfig
+from boxrefine.engine import load_checkpoint
+from boxrefine.refiner import predict_refiner
 
 
 def boxrefine(*args, cwd=None, check=True):
@@ -120,7 +122,7 @@ def test_shipped_configs_load():
 def test_predictions_of_a_run_open_in_the_viewer(demo_run):
     "The refined boxes of a finished run, reloaded from best.pt through the warm cache, match its report, and the viewer shows them."
     from boxrefine.boxes import paired_iou
-    from boxrefine.train import predict_refiner
+    from boxrefine.refiner import predict_refiner
     from boxrefine.viz import BoxViewer
     out, _ = demo_run
     preds = predict_refiner(out)
