@@ -15,7 +15,8 @@ from . import __version__
 
 
 # %% auto #0
-__all__ = ['COMMANDS', 'USER_ERRORS', 'DETR_PRETRAINED', 'CIRR_ROOT', 'subcommand', 'UserError', 'build_parser', 'main']
+__all__ = ['COMMANDS', 'USER_ERRORS', 'INTERRUPTED_HINTS', 'DETR_PRETRAINED', 'CIRR_ROOT', 'subcommand', 'UserError',
+           'build_parser', 'main']
 
 # %% ../nbs/11_cli.ipynb #42b007f5
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {}
@@ -33,7 +34,15 @@ class UserError(Exception):
 from .atomic import DiskFullError   # torch-free, as this module must be
 
 USER_ERRORS = (UserError, ValueError, FileNotFoundError, FileExistsError, NotADirectoryError,
-               KeyError, DiskFullError)
+               IsADirectoryError, PermissionError, KeyError, DiskFullError)
+
+# what Ctrl-C leaves, by command: said only where running again does resume
+INTERRUPTED_HINTS = {
+    'train': "run again with --resume OUT/last.pt to go on from the last finished epoch",
+    'demo': "run again: the feature cache keeps what was extracted",
+    'cache': "run again: entries already written are kept and not extracted again",
+    'boxgen': "run again with the same options: it resumes where it stopped",
+    'refine': "run again: features already cached are not extracted again"}
 
 # %% ../nbs/11_cli.ipynb #4bd2d7a0
 def build_parser() -> argparse.ArgumentParser:
@@ -53,12 +62,21 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     "Run `boxrefine` with `argv` (default: `sys.argv[1:]`); returns the exit status."
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    traceback = '--traceback' in argv             # accepted before or after the command
+    args = parser.parse_args([a for a in argv if a != '--traceback'])
+    args.traceback = traceback
     if args.command is None:
         parser.print_help()
         return 0
     try:
         return args.run(args) or 0
+    except KeyboardInterrupt:
+        if args.traceback or os.environ.get('BOXREFINE_TRACEBACK'): raise
+        again = INTERRUPTED_HINTS.get(args.command, '')
+        print(f"\nboxrefine {args.command}: interrupted" + (f"; {again}" if again else ''),
+              file=sys.stderr)
+        return 130
     except USER_ERRORS as e:
         if args.traceback or os.environ.get('BOXREFINE_TRACEBACK'): raise
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
@@ -70,6 +88,22 @@ def _need_file(path, what: str):
     "Raise `FileNotFoundError` naming `what` unless `path` is None or an existing file."
     if path is not None and not Path(path).is_file():
         raise FileNotFoundError(f"{what} not found: {path}")
+
+def _need_writable_dir(path, what: str):
+    "Raise `PermissionError` unless `path` (or the folder it would be made in) can be written."
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"{what} {path} exists and is not a folder")
+    here = next((p for p in (path, *path.parents) if p.exists()), Path('.'))
+    if not os.access(here, os.W_OK | os.X_OK):
+        raise PermissionError(f"{what} {path}: {here} is not writable; choose another folder")
+
+def _need_output_file(path, what: str = '--output'):
+    "Raise unless `path` can be written as a file: not a folder, in a writable folder."
+    if path is not None and Path(path).is_dir():
+        raise IsADirectoryError(f"{what} {path} is a folder: give a file name, e.g. "
+                                f"{Path(path) / 'refined.json'}")
+    if path is not None: _need_writable_dir(Path(path).parent, f"{what} {path}: folder")
 
 def _need_dir(path, what: str):
     "Raise `NotADirectoryError` naming `what` unless `path` is None or an existing folder."
@@ -353,14 +387,20 @@ def _train_command(p):
     p.add_argument('--clear-cache', action='store_true',
                    help="remove this encoder's cached features first")
     p.add_argument('--out', metavar='DIR', help='output folder (default: output.dir of the config)')
+    p.add_argument('--device', help="'auto' (a GPU where there is one, else the CPU), 'cpu', "
+                                    "'cuda', 'cuda:1' (default: hqsam.device of the config)")
     p.set_defaults(run=_run_train)
 
 def _run_train(args):
     _need_file(args.config, 'config file')
     _need_file(args.resume, 'checkpoint')
     from boxrefine.config import TrainConfig
+    from boxrefine.engine import resolve_device
     from boxrefine.refiner import apply_modes, train_refiner
-    cfg = apply_modes(TrainConfig.load(args.config), fast=args.fast, debug=args.debug)
+    given = {'hqsam': {'device': args.device}} if args.device else {}
+    cfg = apply_modes(TrainConfig.load(args.config, **given), fast=args.fast, debug=args.debug)
+    resolve_device(cfg['hqsam']['device'])          # a device this machine lacks: said first
+    _need_writable_dir(args.out or cfg['output']['dir'], 'output folder')
     train_refiner(cfg, args.out, args.resume, args.clear_cache)   # tests mock it by position
 
 @subcommand('demo', help='train a box refiner on a synthetic shapes dataset, end to end, '
@@ -394,6 +434,25 @@ def _run_demo(args):
         add_ablation(args.out)
 
 
+# %% ../nbs/11_cli.ipynb #472d3706
+@subcommand('convert-checkpoint', help='rewrite an old pickle checkpoint (torch.save) as a '
+                                       'safetensors + JSON one; only for a file you trust')
+def _convert_command(p):
+    p.add_argument('old', metavar='OLD.pt', help='the pickle checkpoint')
+    p.add_argument('new', metavar='NEW.pt', help='where the converted checkpoint goes (new file)')
+    p.add_argument('--trust', action='store_true',
+                   help='unpickle OLD.pt, which runs any code it holds (required)')
+    p.set_defaults(run=_run_convert)
+
+def _run_convert(args):
+    _need_file(args.old, 'checkpoint')
+    if not args.trust:
+        raise UserError(f"{args.old}: converting unpickles it, which runs any code it holds; "
+                        "add --trust if you trust its author")
+    _need_output_file(args.new, 'NEW.pt')
+    from boxrefine.engine import convert_checkpoint
+    print(f"wrote {convert_checkpoint(args.old, args.new, trust=True)}")
+
 # %% ../nbs/11_cli.ipynb #4c9d16f0
 @subcommand('refine', help="refine another detector's boxes (COCO results or a boxgen file) with a "
                            "trained refiner run; with --gt, AP and IoU before and after")
@@ -412,6 +471,12 @@ def _refine_command(p):
     p.add_argument('--gt', metavar='JSON',
                    help='COCO ground truth: maps image ids to files, and reports AP, AR and IoU '
                         'by input-IoU bucket before and after')
+    p.add_argument('--ann', metavar='JSON',
+                   help='a COCO file that lists the images (ids and file names) without needing '
+                        'annotations: maps image ids to files when there is no --gt')
+    p.add_argument('--cache-dir', metavar='DIR',
+                   help="feature cache to read and fill (default: the one inside the run folder; "
+                        "a cache recorded outside the run is never used unless named here)")
     p.add_argument('--score-threshold', type=float, default=0.0, metavar='S',
                    help='refine only boxes scoring at least S; the others are kept as they are '
                         '(default: %(default)s)')
@@ -462,7 +527,10 @@ def _run_refine(args):
     _need_file(args.detections, 'detections file')
     _need_file(args.boxes, 'boxes file')
     _need_file(args.gt, 'ground-truth file')
+    _need_file(args.ann, 'COCO file of the images')
     _need_dir(args.images, 'image folder')
+    if args.ann and not args.detections: raise UserError("--ann goes with --detections")
+    _need_output_file(args.output)
     if args.detections and not args.images: raise UserError("refine --detections needs --images")
     if args.boxes and args.gt: raise UserError("--gt goes with --detections (COCO results)")
     if args.compare and not args.gt: raise UserError("--compare needs --gt (and --detections)")
@@ -471,10 +539,10 @@ def _run_refine(args):
                                   refine_detections, report_path)
     common = dict(output=args.output, score_threshold=args.score_threshold, steps=args.steps,
                   batch_size=args.batch_size, checkpoint=args.checkpoint, device=args.device,
-                  method=args.method, prompt=prompt)
+                  method=args.method, prompt=prompt, cache_dir=args.cache_dir)
     if args.detections:
         got = refine_detections(args.run_dir, args.images, args.detections, gt=args.gt,
-                                compare=args.compare, **common)
+                                ann=args.ann, compare=args.compare, **common)
     else: got = refine_boxes_file(args.run_dir, args.boxes, images=args.images, **common)
     r = got['report']
     left = ', '.join(f"{n} {k.replace('_', ' ')}" for k, n in r['unchanged'].items() if n)

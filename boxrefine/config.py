@@ -39,11 +39,13 @@ def _path_str(v):
     return str(v) if isinstance(v, Path) else v
 
 def _device(v: str) -> str:
-    "`v`, if torch can parse it as a device."
+    "`v`, if torch can parse it as a device, or 'auto' (a GPU where there is one, else the CPU)."
+    if v == 'auto': return v
     try:
         torch.device(v)
     except RuntimeError:
-        raise ValueError("must be a torch device such as 'cpu', 'cuda' or 'cuda:1'") from None
+        raise ValueError("must be 'auto' or a torch device such as 'cpu', 'cuda' or "
+                         "'cuda:1'") from None
     return v
 
 # %% ../nbs/06_config.ipynb #3058f153
@@ -86,7 +88,7 @@ class TrainingSection(_Section):
 class HQSAMSection(_Section):
     checkpoint: PathStr | None = None
     model_type: Literal['vit_tiny', 'vit_b', 'vit_l', 'vit_h'] = 'vit_tiny'
-    device: Annotated[str, Strict(), AfterValidator(_device)] = 'cpu'
+    device: Annotated[str, Strict(), AfterValidator(_device)] = 'auto'
     allow_random_init: Bool = False
     seed: NonNegInt = 0
 

@@ -259,6 +259,10 @@ def read_json(path):
         raise CocoFormatError(f"{path}: not valid JSON: {e.msg} at {at}") from None
     except UnicodeDecodeError as e:
         raise CocoFormatError(f"{path}: not a JSON text file ({e.reason})") from None
+    except RecursionError:
+        raise CocoFormatError(f"{path}: JSON nested too deeply to read") from None
+    except ValueError as e:                     # e.g. an integer of more than 4,300 digits
+        raise CocoFormatError(f"{path}: cannot read a value: {str(e)[:120]}") from None
 
 # %% ../nbs/04_data.ipynb #e6e1bc28
 def image_header_size(path) -> tuple[int, int] | None:

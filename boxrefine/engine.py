@@ -9,6 +9,7 @@ import csv
 import io
 import itertools
 import json
+import math
 import os
 import random
 import time
@@ -29,9 +30,10 @@ from .viz import figure_png, loss_curves
 
 
 # %% auto #0
-__all__ = ['PRECISIONS', 'CHECKPOINT_FORMAT', 'FROZEN_ON_RESUME', 'resolve_precision', 'autocast', 'make_scaler', 'rng_state',
-           'set_rng_state', 'save_checkpoint', 'load_checkpoint', 'NonFiniteLossError', 'EpochFeed',
-           'write_metrics_csv', 'config_diff', 'fit', 'default_workers', 'training_run', 'make_loader', 'finish_run',
+__all__ = ['PRECISIONS', 'CHECKPOINT_FORMAT', 'FROZEN_ON_RESUME', 'RESUME_KEYS', 'resolve_precision', 'autocast', 'make_scaler',
+           'rng_state', 'set_rng_state', 'save_checkpoint', 'load_checkpoint', 'convert_checkpoint', 'plain_data',
+           'NonFiniteLossError', 'EpochFeed', 'write_metrics_csv', 'config_diff', 'check_resume_checkpoint',
+           'keep_best', 'fit', 'resolve_device', 'default_workers', 'training_run', 'make_loader', 'finish_run',
            'plot_metrics']
 
 # %% ../nbs/06a_engine.ipynb #31c92c42
@@ -124,9 +126,10 @@ def _load_pickle(path: Path, data: bytes, map_location):
         return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     except Exception as e:
         raise ValueError(f"{path} is a pickle checkpoint (from an older boxrefine or another "
-                         f"tool): {_PICKLE_HELP} ({type(e).__name__}: {str(e)[:160]}). "
-                         "boxrefine writes safetensors + JSON checkpoints now: train again, or "
-                         "convert it yourself if you trust its author") from None
+                         f"tool): {_PICKLE_HELP} ({type(e).__name__}). boxrefine writes "
+                         "safetensors + JSON checkpoints now: train again, or, if you trust its "
+                         f"author, convert it: boxrefine convert-checkpoint {path} NEW.pt "
+                         "--trust") from None
 
 def _is_safetensors(data: bytes) -> bool:
     "Whether `data` starts as a safetensors file does: a header length, then a JSON object."
@@ -150,6 +153,30 @@ def load_checkpoint(path, map_location='cpu') -> dict:
     except Exception as e:
         raise ValueError(f"cannot read checkpoint {path}: not a boxrefine checkpoint, or damaged "
                          f"({type(e).__name__}: {str(e)[:160]})") from None
+
+# %% ../nbs/06a_engine.ipynb #02c0ac7c
+def convert_checkpoint(old, new, *, trust: bool = False) -> Path:
+    "A pickle checkpoint `old` rewritten as safetensors + JSON at `new`; it unpickles only if `trust`."
+    old, new = Path(old), Path(new)
+    if not old.is_file(): raise FileNotFoundError(f"checkpoint not found: {old}")
+    if not trust:
+        raise ValueError(f"{old}: converting a pickle runs whatever code it holds; pass --trust "
+                         "(trust=True) only for a file whose author you trust")
+    if new.exists(): raise FileExistsError(f"{new} exists: choose a new name")
+    state = torch.load(old, map_location='cpu', weights_only=False)
+    if not isinstance(state, dict):
+        raise ValueError(f"{old}: holds a {type(state).__name__}, not a checkpoint's dict")
+    return save_checkpoint(new, **plain_data(state))
+
+def plain_data(obj):
+    "`obj` with objects a checkpoint cannot hold turned into data (`Namespace` → dict, else str)."
+    if isinstance(obj, dict): return {k: plain_data(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)): return type(obj)(plain_data(v) for v in obj)
+    if hasattr(obj, '__dict__') and not isinstance(obj, (torch.Tensor, np.ndarray, Path)):
+        return plain_data(vars(obj))
+    if isinstance(obj, (torch.Tensor, np.ndarray, np.generic, Path, bool, int, float, str)):
+        return obj
+    return None if obj is None else str(obj)
 
 # %% ../nbs/06a_engine.ipynb #bc6f13e2
 class NonFiniteLossError(RuntimeError):
@@ -233,21 +260,49 @@ def _load_optimizer(optimizer, state: dict):
                 print(f"resume: {k} {group[k]:g} -> {v:g} (as asked now)")
             group[k] = v
 
+# %% ../nbs/06a_engine.ipynb #a7880ffb
+RESUME_KEYS = ('model', 'optimizer', 'scaler', 'epoch', 'rng', 'history', 'best_score')
+
+def _is_number(v) -> bool: return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+def check_resume_checkpoint(ck: dict, path):
+    "Raise, naming the key, unless `ck` holds what a resume needs, each of the right kind."
+    missing = [k for k in RESUME_KEYS if k not in ck]
+    if missing:
+        raise ValueError(f"{path}: cannot resume: the checkpoint lacks {', '.join(missing)} "
+                         "(a last.pt written by boxrefine holds them)")
+    e, best = ck['epoch'], ck['best_score']
+    if not isinstance(e, int) or isinstance(e, bool) or e < 1:
+        raise ValueError(f"{path}: epoch must be a whole number >= 1, got {e!r}")
+    if best is not None and not (_is_number(best) and math.isfinite(best)):
+        raise ValueError(f"{path}: best_score must be a finite number or null, got {best!r}")
+    if not isinstance(ck['history'], list) or not isinstance(ck['rng'], dict):
+        raise ValueError(f"{path}: history must be a list and rng a mapping")
+    groups = ck['optimizer'].get('param_groups') if isinstance(ck['optimizer'], dict) else None
+    bad = [k for g in groups or [] for k in ('lr', 'weight_decay') if not _is_number(g.get(k, 0))]
+    if not isinstance(groups, list) or bad:
+        raise ValueError(f"{path}: optimizer: param_groups with numeric lr and weight_decay "
+                         f"expected" + (f" ({bad[0]} is not a number)" if bad else ''))
+
 # %% ../nbs/06a_engine.ipynb #ed9bdd26
+def _restore(path, what: str, load, state):
+    "`load(state)`, or one line naming the checkpoint and the part that cannot be restored."
+    try: load(state)
+    except (RuntimeError, ValueError, TypeError, KeyError, IndexError) as e:
+        first = str(e).strip().splitlines()[:3]
+        raise ValueError(f"{path}: its {what} cannot be restored: {' '.join(first)[:300]}") from None
+
 def _resume(path, model, optimizer, scaler, *, epochs: int,
             config: dict | None) -> tuple[list, float | None, int]:
     "Load a checkpoint into the run's objects, saying what differs; history, best, next epoch."
     ck = load_checkpoint(path)
+    check_resume_checkpoint(ck, path)
     diff = config_diff(ck.get('config') or {}, config or {}) if config is not None else {}
     _refuse_resume(path, ck, diff, epochs)
-    try:
-        unwrap(model).load_state_dict(ck['model'])
-    except RuntimeError as e:
-        shapes = str(e).splitlines()[1:3]
-        raise ValueError(f"{path} holds a model of another shape: {shapes}") from None
-    _load_optimizer(optimizer, ck['optimizer'])
-    scaler.load_state_dict(ck['scaler'])
-    set_rng_state(ck['rng'])
+    _restore(path, 'model (another shape or type)', unwrap(model).load_state_dict, ck['model'])
+    _restore(path, 'optimizer state', lambda s: _load_optimizer(optimizer, s), ck['optimizer'])
+    _restore(path, 'gradient scaler state', scaler.load_state_dict, ck['scaler'])
+    _restore(path, 'rng state', set_rng_state, ck['rng'])
     if diff and is_main():
         print("resume: settings that differ from the checkpoint's: "
               + ", ".join(f"{k} {o!r} -> {n!r}" for k, (o, n) in diff.items()))
@@ -330,6 +385,25 @@ def _epoch(task, feed: EpochFeed, optimizer, scaler, *, epoch: int, precision, d
     if hasattr(task, 'epoch_stats'): row.update(task.epoch_stats())
     return row
 
+# %% ../nbs/06a_engine.ipynb #9728ce84
+def _best_is(path: Path, score) -> bool:
+    try: return path.is_file() and load_checkpoint(path).get('best_score') == score
+    except ValueError: return False
+
+def keep_best(out_dir, best, history: list, resume) -> float | None:
+    "The best score a resumed run may keep: one that `out_dir/best.pt` holds (restored if need be)."
+    if best is None: return None
+    target = Path(out_dir) / 'best.pt'
+    if _best_is(target, best): return best
+    if history and history[-1].get('best') and Path(resume).resolve() != target.resolve():
+        atomic_write_bytes(target, Path(resume).read_bytes())   # the resumed epoch is the best
+        return best
+    if is_main():
+        print(f"resume: {target} does not hold the best epoch (score {best}); the best of the "
+              "epochs from now on is written there")
+    for row in history: row['best'] = False
+    return None
+
 # %% ../nbs/06a_engine.ipynb #19b28db4
 def fit(task, loader, optimizer, *, epochs: int, out_dir, precision: str = 'auto', device='cpu',
         grad_clip: float | None = 1.0, resume=None, config: dict | None = None,
@@ -347,6 +421,7 @@ def fit(task, loader, optimizer, *, epochs: int, out_dir, precision: str = 'auto
         history, best, start = _resume(resume, task.model, optimizer, scaler, epochs=epochs,
                                        config=config)
         if main: print(f"resumed from {resume} at epoch {start - 1} (best {score_key} {best})")
+        best = keep_best(out_dir, best, history, resume)
     loop = dict(epochs=epochs, precision=precision, device=device, grad_clip=grad_clip,
                 on_step=on_step if main else None, progress=progress, desc=desc)
     feed = EpochFeed(loader)
@@ -357,6 +432,9 @@ def fit(task, loader, optimizer, *, epochs: int, out_dir, precision: str = 'auto
             score = row.get(score_key) if score_key else None
             improved = _improves(score, best, higher_is_better)
             if improved: best = score
+            row['best'] = improved
+            if improved:
+                for earlier in history[:-1]: earlier['best'] = False
             if main:
                 _save_epoch(out_dir, task.model, optimizer, scaler, epoch=epoch, improved=improved,
                             config=config, best_score=best, history=history, precision=precision,
@@ -366,6 +444,23 @@ def fit(task, loader, optimizer, *, epochs: int, out_dir, precision: str = 'auto
     finally:
         feed.close()
     return history
+
+# %% ../nbs/06a_engine.ipynb #0ad632ec
+def resolve_device(device) -> torch.device:
+    "`device` as a torch device ('auto': CUDA if there is a GPU, else the CPU); absent ones refused."
+    name = str(device or 'auto')
+    if name == 'auto': return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    try: d = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"device {name!r}: not a device ('auto', 'cpu', 'cuda', 'cuda:1')") from None
+    if d.type == 'cuda' and not torch.cuda.is_available():
+        raise ValueError(f"device {name}: this machine has no CUDA GPU; use --device cpu or "
+                         "--device auto (config: hqsam.device: auto)")
+    if d.type == 'cuda' and d.index is not None and d.index >= torch.cuda.device_count():
+        raise ValueError(f"device {name}: this machine has {torch.cuda.device_count()} GPUs")
+    if d.type == 'mps' and not torch.backends.mps.is_available():
+        raise ValueError(f"device {name}: MPS is not available here; use --device cpu")
+    return d
 
 # %% ../nbs/06a_engine.ipynb #ab3355db
 def default_workers(world: int = 1) -> int:
@@ -377,6 +472,7 @@ def training_run(device='cpu', *, seed: int = 0, resume=None):
     "Check `resume` before anything is built, seed every generator, join torchrun's process group."
     if resume is not None:
         load_checkpoint(resume)          # a missing, damaged or pickled one stops us here
+    device = resolve_device(device)
     torch.manual_seed(seed)
     random.seed(seed)
     np.random.seed(seed % 2**32)

@@ -25,17 +25,14 @@ from .viz import draw_boxes, layer_colours
 
 
 # %% auto #0
-__all__ = ['COMPARE_KEYS', 'METHODS', 'NOISE_LEVELS', 'image_index', 'matched_ious', 'refinement_gains', 'format_gains',
-           'compare_gains', 'gains_side_by_side', 'format_comparison', 'refine_entries', 'refine_detections',
-           'compare_path', 'report_path', 'jitter_detections', 'refine_boxes_file', 'refined_examples']
+__all__ = ['COMPARE_KEYS', 'METHODS', 'NOISE_LEVELS', 'image_index', 'check_ids_mapped', 'matched_ious', 'refinement_gains',
+           'format_gains', 'compare_gains', 'gains_side_by_side', 'format_comparison', 'refine_entries',
+           'refine_detections', 'compare_path', 'report_path', 'jitter_detections', 'refine_boxes_file',
+           'refined_examples']
 
 # %% ../nbs/15_refine.ipynb #7f871a09
-def _trailing_number(stem: str) -> int | None:
-    digits = stem[len(stem.rstrip('0123456789')):]
-    return int(digits) if digits else None
-
 def image_index(images, gt: dict | None = None) -> dict:
-    "Image id → path: from the ground truth's `file_name`s under `images`, else by file name."
+    "Image id → path: from a COCO file's `file_name`s under `images`, else files named by the id."
     root = Path(images)
     if not root.is_dir(): raise NotADirectoryError(f"image folder not found: {root}")
     if gt is not None:
@@ -47,10 +44,19 @@ def image_index(images, gt: dict | None = None) -> dict:
     out = {}
     for p in sorted(root.rglob('*')):
         if p.suffix.lower() not in IMAGE_EXTENSIONS: continue
-        out.setdefault(p.stem, p)                   # 'COCO_val2014_000000000042' ...
-        n = _trailing_number(p.stem)
-        if n is not None: out.setdefault(n, p)       # ... and 42, the id COCO results use
+        out.setdefault(p.stem, p)
+        if p.stem.isdigit() and str(int(p.stem)) == p.stem: out.setdefault(int(p.stem), p)
     return out
+
+def check_ids_mapped(ids, files: dict, images):
+    "Raise, naming examples and the way out, if image ids of detections match no file by name."
+    missing = sorted({i for i in ids if i not in files}, key=str)
+    if missing:
+        raise ValueError(f"{len(missing)} image ids of the detections (e.g. {missing[:3]}) name no "
+                         f"file in {images}: files are matched to ids only by a COCO file (--gt, "
+                         "or --ann with the images' ids and file names) or by a name equal to the "
+                         "id (42.jpg); nothing is guessed")
+
 
 # %% ../nbs/15_refine.ipynb #fccda837
 def _box_problem(box, fmt: str = 'xywh') -> str | None:
@@ -59,6 +65,8 @@ def _box_problem(box, fmt: str = 'xywh') -> str | None:
         return "bbox is not a list of 4 numbers"
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box):
         return "bbox is not a list of 4 numbers"
+    try: box = [float(v) for v in box]
+    except OverflowError: return "bbox has a number too large for a float"
     if not all(np.isfinite(box)): return "bbox is not finite"
     w, h = (box[2], box[3]) if fmt == 'xywh' else (box[2] - box[0], box[3] - box[1])
     return None if w > 0 and h > 0 else "bbox has no area"
@@ -67,6 +75,9 @@ def _check_detection(i: int, d) -> None:
     if not isinstance(d, dict) or not {'image_id', 'bbox'} <= d.keys():
         raise ValueError(f"detection {i}: expected an object with image_id, category_id, bbox and "
                          f"score (COCO results format), got {str(d)[:80]}")
+    if not isinstance(d['image_id'], (int, str)) or isinstance(d['image_id'], bool):
+        raise ValueError(f"detection {i}: image_id must be a number or a name, got "
+                         f"{str(d['image_id'])[:40]}")
     if not isinstance(d.get('score', 1.0), (int, float)):
         raise ValueError(f"detection {i}: score must be a number, got {d['score']!r:.40}")
 
@@ -202,16 +213,19 @@ def refine_entries(run: RefinerRun, entries: list[tuple], files: dict, *, method
 def refine_detections(run, images, detections, *, gt=None, output=None, method: str = 'refiner',
                       prompt=None, compare: bool = False, score_threshold: float = 0.0,
                       steps: int | None = None, batch_size: int | None = None,
-                      checkpoint: str = 'best.pt', device=None, progress: bool = True) -> dict:
+                      checkpoint: str = 'best.pt', device=None, cache_dir=None, ann=None,
+                      progress: bool = True) -> dict:
     "COCO results refined by a trained run: ids, categories, scores kept; boxes refined, clamped."
     if compare and gt is None: raise ValueError("compare needs a ground truth (gt) to compare on")
     if method == 'sam' and steps is not None and not compare:
         raise ValueError("steps are the refiner's: method 'sam' has none")
-    run = run if isinstance(run, RefinerRun) else load_run(run, checkpoint, device=device)
+    run = run if isinstance(run, RefinerRun) else load_run(run, checkpoint, device=device,
+                                                           cache_dir=cache_dir)
     dets = read_json(detections) if isinstance(detections, (str, Path)) else list(detections)
     if not isinstance(dets, list):
         raise ValueError("detections: expected a list (COCO results format)")
     gt = read_coco(gt) if isinstance(gt, (str, Path)) else gt
+    ann = read_coco(ann) if isinstance(ann, (str, Path)) else ann
     before, dropped = [], []
     for i, d in enumerate(dets):
         _check_detection(i, d)
@@ -220,7 +234,9 @@ def refine_detections(run, images, detections, *, gt=None, output=None, method: 
         else: before.append(d)
     entries = [(d['image_id'], convert_boxes(torch.tensor(d['bbox'], dtype=torch.float64), 'xywh',
                                              'xyxy'), d.get('score', 1.0)) for d in before]
-    files, reports, afters = image_index(images, gt), {}, {}
+    files, reports, afters = image_index(images, gt or ann), {}, {}
+    if gt is None and ann is None:
+        check_ids_mapped([d['image_id'] for d in before], files, images)
     for m in (method, *(m for m in METHODS if m != method and compare)):
         new, reports[m] = refine_entries(run, entries, files, method=m, prompt=prompt,
                                          score_threshold=score_threshold,
@@ -300,9 +316,11 @@ def _boxgen_images(names, meta: dict, images=None) -> dict:
 def refine_boxes_file(run, boxes_file, *, images=None, output=None, method: str = 'refiner',
                       prompt=None, score_threshold: float = 0.0,
                       steps: int | None = None, batch_size: int | None = None,
-                      checkpoint: str = 'best.pt', device=None, progress: bool = True) -> dict:
+                      checkpoint: str = 'best.pt', device=None, cache_dir=None,
+                      progress: bool = True) -> dict:
     "A `boxrefine boxgen` file refined by a trained run (same format, sidecar included)."
-    run = run if isinstance(run, RefinerRun) else load_run(run, checkpoint, device=device)
+    run = run if isinstance(run, RefinerRun) else load_run(run, checkpoint, device=device,
+                                                           cache_dir=cache_dir)
     boxes, meta = load_boxes(boxes_file)
     kept, dropped = {}, []
     for name, found in boxes.items():

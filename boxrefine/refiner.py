@@ -20,22 +20,23 @@ from tqdm.auto import tqdm
 
 from .boxes import clamp_boxes, denormalize, normalize, paired_iou
 from .cache import CacheStats, content_keys, dequantize, detect_caches, entry_layout
-from .config import TrainConfig
+from .config import ConfigError, TrainConfig
 from .data import (BoxRefinementDataset, EpochBatches, FeatureBatches, image_header_size,
                             release_batch)
 from .dist import (DistContext, barrier, gather_objects, is_main, reduce_sums,
                             shard_items, wrap_ddp)
-from .engine import (finish_run, fit, load_checkpoint, make_loader, resolve_precision,
-                              training_run)
+from .engine import (finish_run, fit, load_checkpoint, make_loader, resolve_device,
+                              resolve_precision, training_run)
 from .features import (FEATURE_NAMES, HQSAMFeatures, cache_for, extract_with_cache,
                                 precompute, stored_names)
 from .model import BoxRefiner, refiner_loss
 
 
 # %% auto #0
-__all__ = ['IOU_BUCKETS', 'bucket_sums', 'bucket_table', 'format_buckets', 'RefinerTask', 'apply_modes', 'build_refiner',
-           'prepare_features', 'refiner_datasets', 'train_refiner', 'RefinerRun', 'run_device', 'load_run',
-           'BoxesToRefine', 'check_steps', 'box_records', 'refine_images', 'predict_refiner']
+__all__ = ['IOU_BUCKETS', 'RANDOM_RUN_WARNING', 'bucket_sums', 'bucket_table', 'format_buckets', 'RefinerTask', 'apply_modes',
+           'build_extractor', 'build_refiner', 'prepare_features', 'refiner_datasets', 'train_refiner', 'RefinerRun',
+           'run_device', 'run_cache_dir', 'check_model_shapes', 'load_run', 'BoxesToRefine', 'check_steps',
+           'box_records', 'refine_images', 'predict_refiner']
 
 # %% ../nbs/06b_refiner.ipynb #417cba84
 # input-IoU bucket edges: < 0.5, 0.5–0.7, 0.7–0.9, ≥ 0.9
@@ -217,14 +218,26 @@ def _print_found(cache_dir, fingerprint: str):
     held = ", ".join(f"{c['split']} {c['entries']} entries" for c in found)
     print(f"feature cache {cache_dir}: " + (held or f"no entries yet for {fingerprint}"))
 
-def build_refiner(cfg: TrainConfig, clear_cache: bool = False, verbose: bool = True, device=None):
+RANDOM_RUN_WARNING = ("warning: the run {run} was trained on an HQ-SAM encoder built WITHOUT weights "
+                      "(random_init): its refiner and SAM's decoder carry no learned knowledge of "
+                      "real images, so expect its boxes on real photographs to be worse than the "
+                      "input")
+
+def build_extractor(cfg: TrainConfig, device=None) -> HQSAMFeatures:
+    "The run's HQ-SAM encoder, on `device` (default: the config's)."
+    h = cfg['hqsam']
+    return HQSAMFeatures(h['model_type'], h['checkpoint'], seed=h['seed'],
+                         device=resolve_device(device or h['device']),
+                         allow_random_init=h['allow_random_init'])
+
+def build_refiner(cfg: TrainConfig, clear_cache: bool = False, verbose: bool = True, device=None,
+                  cache_dir=None, extractor=None):
     "The encoder, its feature caches (train, val) and a `BoxRefiner` on the encoder's device."
-    h, m, fc = cfg['hqsam'], cfg['model'], cfg['optimization']['feature_cache']
-    device = torch.device(device or h['device'])
-    extractor = HQSAMFeatures(h['model_type'], h['checkpoint'], seed=h['seed'], device=device,
-                              allow_random_init=h['allow_random_init'])
+    m, fc = cfg['model'], cfg['optimization']['feature_cache']
+    extractor = extractor or build_extractor(cfg, device)
     names, dtype = stored_names(m['use_interm']), getattr(torch, fc['storage_dtype'])
-    cache_dir = fc['cache_dir'] if fc['enabled'] else tempfile.mkdtemp(prefix='boxrefine-features-')
+    if cache_dir is None:
+        cache_dir = fc['cache_dir'] if fc['enabled'] else tempfile.mkdtemp(prefix='boxrefine-features-')
     caches = {s: cache_for(extractor, cache_dir, s, dtype, names) for s in ('train', 'val')}
     if fc['auto_detect'] and verbose and is_main():
         _print_found(cache_dir, caches['train'].fingerprint)
@@ -232,8 +245,9 @@ def build_refiner(cfg: TrainConfig, clear_cache: bool = False, verbose: bool = T
         for c in caches.values(): c.clear()
         print("cleared the feature cache for", caches['train'].fingerprint)
     barrier()
-    model = BoxRefiner(interm_dim=extractor.interm_dim, **m).to(device)
+    model = BoxRefiner(interm_dim=extractor.interm_dim, **m).to(extractor.device)
     return extractor, caches, model
+
 
 # %% ../nbs/06b_refiner.ipynb #9a39dbf3
 def prepare_features(extractor, caches: dict, datasets: dict, ctx: DistContext, *,
@@ -293,12 +307,13 @@ def _refiner_report(rows: list[dict], prep: dict, datasets: dict, *, extractor, 
     "What a refiner run measured: IoUs, precompute and epoch times, hit rates, data."
     median = lambda k: float(np.median([r[k] for r in rows]))
     last, epoch_s = rows[-1], median('epoch_s')
+    best = next((r for r in reversed(rows) if r.get('best')), last)   # the epoch in best.pt
     cold = prep['precompute_s'] + epoch_s if prep['extracted'] else None   # an epoch that extracts
     train = datasets['train'].report
     missing = sum((d.report['missing_images'] for d in datasets.values()), [])
     return {'noisy_iou': last['val_noisy_iou'], 'refined_iou': last['val_refined_iou'],
             'iou_gain': last['val_iou_gain'], 'improved_fraction': last['val_improved_fraction'],
-            'best_refined_iou': max(r['val_refined_iou'] for r in rows),
+            'best_refined_iou': best['val_refined_iou'], 'best_epoch': best['epoch'],
             'precompute_s': prep['precompute_s'], 'precompute_images': prep['extracted'],
             'precompute_failed': prep['failed'], 'warm_epoch_s': epoch_s, 'cold_epoch_s': cold,
             'warm_vs_cold_speedup': cold / epoch_s if cold else None,
@@ -369,12 +384,41 @@ class RefinerRun:
 def run_device(cfg: TrainConfig, device) -> str:
     "`device`, or the run's own; the CPU (said) when the run's GPU is not here."
     device = str(device or cfg['hqsam']['device'])
+    if device == 'auto': return str(resolve_device(device))
     if device.startswith('cuda') and not torch.cuda.is_available():
         print(f"the run was trained on {device}, which this machine lacks: refining on the CPU")
         return 'cpu'
     return device
 
-def load_run(run_dir, checkpoint: str = 'best.pt', *, device=None) -> RefinerRun:
+
+# %% ../nbs/06b_refiner.ipynb #0a38cc9e
+def run_cache_dir(run_dir, cfg: TrainConfig, cache_dir=None) -> Path:
+    "The run's feature cache: `cache_dir` if given, else inside `run_dir` (never outside it)."
+    if cache_dir is not None: return Path(cache_dir)
+    run_dir = Path(run_dir).resolve()
+    recorded = Path(cfg['optimization']['feature_cache']['cache_dir'])
+    at_run = (run_dir / recorded).resolve()          # an absolute `recorded` stays as it is
+    if at_run.is_relative_to(run_dir) and at_run.is_dir(): return at_run
+    inside = run_dir / 'feature_cache'
+    if not at_run.is_relative_to(run_dir):
+        print(f"the run records its feature cache at {recorded}, outside the run folder: not used "
+              f"(pass --cache-dir {recorded} to use it); caching in {inside}")
+    return inside
+
+# %% ../nbs/06b_refiner.ipynb #6b0043a0
+def check_model_shapes(cfg: TrainConfig, state: dict, *, interm_dim: int, source='checkpoint'):
+    "Raise unless the refiner `cfg` describes has exactly the tensors (names, shapes) of `state`."
+    with torch.device('meta'): model = BoxRefiner(interm_dim=interm_dim, **cfg['model'])
+    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
+    wrong = [f"{k}: config needs {want.get(k)}, weights have {got.get(k)}"
+             for k in sorted(want.keys() | got.keys()) if want.get(k) != got.get(k)]
+    if wrong:
+        raise ValueError(f"{source}: its recorded model config does not match its weights "
+                         f"({len(wrong)} tensors), e.g. " + '; '.join(wrong[:3]))
+
+# %% ../nbs/06b_refiner.ipynb #593ad5b6
+def load_run(run_dir, checkpoint: str = 'best.pt', *, device=None, cache_dir=None) -> RefinerRun:
     "The refiner of a `train_refiner` run folder, on `device` (default: the run's)."
     run_dir = Path(run_dir)
     if not run_dir.is_dir(): raise FileNotFoundError(f"run folder not found: {run_dir}")
@@ -386,12 +430,17 @@ def load_run(run_dir, checkpoint: str = 'best.pt', *, device=None) -> RefinerRun
     ck = load_checkpoint(path)
     if 'hqsam' not in (ck.get('config') or {}):
         raise ValueError(f"{path} is not a box-refiner checkpoint (a DETR run?)")
-    cfg = TrainConfig.load(ck['config'])
+    try: cfg = TrainConfig.load(ck['config'])
+    except ConfigError as e: raise ConfigError(f"{path}: its recorded config: {e}") from None
     with warnings.catch_warnings():
         warnings.filterwarnings('ignore', message='HQ-SAM .* is built WITHOUT')
         device = run_device(cfg, device)
-        extractor, caches, model = build_refiner(cfg, verbose=False, device=device)
+        extractor = build_extractor(cfg, device)
+        check_model_shapes(cfg, ck['model'], interm_dim=extractor.interm_dim, source=path)
+        _, caches, model = build_refiner(cfg, verbose=False, device=device, extractor=extractor,
+                                         cache_dir=run_cache_dir(run_dir, cfg, cache_dir))
     model.load_state_dict(ck['model'])
+    if extractor.random_init: print(RANDOM_RUN_WARNING.format(run=run_dir))
     return RefinerRun(model.eval(), extractor, caches['val'], cfg, path)
 
 # %% ../nbs/06b_refiner.ipynb #87a3d8d1

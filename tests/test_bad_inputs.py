@@ -226,3 +226,62 @@ def test_cli_prints_disk_full_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith(f"boxrefine train: error: disk full writing {tmp_path / 'out' / 'metrics.csv'}: "
                           "it needs 2,048 bytes and ") and err.count('\n') == 1, err
+
+
+# --- the first hour of a new user (issue 27) and fault round 2 (issue 28): one line each -------
+
+@pytest.mark.skipif(__import__('torch').cuda.is_available(), reason='needs a machine without a GPU')
+def test_train_on_a_device_this_machine_lacks_is_one_line(tmp_path):
+    (tmp_path / 'c.yaml').write_text('hqsam:\n  device: cuda\n')
+    r = boxrefine('train', '--config', 'c.yaml', cwd=tmp_path)
+    assert r.returncode == 1 and r.stdout == '', r.stdout
+    assert r.stderr == ("boxrefine train: error: device cuda: this machine has no CUDA GPU; use --device cpu "
+                        "or --device auto (config: hqsam.device: auto)\n"), r.stderr
+    r = boxrefine('train', '--config', 'c.yaml', '--device', 'cuda:0', cwd=tmp_path)
+    assert 'device cuda:0: this machine has no CUDA GPU' in r.stderr and 'Traceback' not in r.stderr
+
+
+def test_shipped_config_device_is_auto():
+    cfg = TrainConfig.load(Path(__file__).parents[1] / 'configs' / 'box_refinement.yaml')
+    assert cfg['hqsam']['device'] == 'auto' and TrainConfig.load()['hqsam']['device'] == 'auto'
+
+
+def test_traceback_flag_after_the_command(tmp_path):
+    r = boxrefine('train', '--config', 'missing.yaml', '--traceback', cwd=tmp_path)
+    assert r.returncode == 1 and 'Traceback (most recent call last)' in r.stderr
+    r = boxrefine('train', '--config', 'missing.yaml', cwd=tmp_path)
+    assert r.stderr == 'boxrefine train: error: config file not found: missing.yaml\n'
+
+
+def test_output_that_is_a_folder_or_under_a_file(tmp_path):
+    (tmp_path / 'run').mkdir()
+    (tmp_path / 'd.json').write_text('[]')
+    r = boxrefine('refine', '--run', tmp_path / 'run', '--detections', tmp_path / 'd.json', '--images', tmp_path,
+                  '--output', tmp_path)
+    assert r.returncode == 1 and f'--output {tmp_path} is a folder: give a file name' in r.stderr, r.stderr
+    (tmp_path / 'c.yaml').write_text('hqsam:\n  device: cpu\n')
+    r = boxrefine('train', '--config', 'c.yaml', '--out', tmp_path / 'd.json', cwd=tmp_path)
+    assert r.returncode == 1 and 'exists and is not a folder' in r.stderr and r.stdout == '', r.stderr
+
+
+def test_old_pickle_checkpoint_converted_only_when_trusted(tmp_path):
+    import argparse
+    import torch
+    from boxrefine.engine import load_checkpoint
+    torch.save({'model': {'w': torch.ones(2)}, 'epoch': 3, 'args': argparse.Namespace(lr=1)}, tmp_path / 'old.pt')
+    with pytest.raises(ValueError) as e:
+        load_checkpoint(tmp_path / 'old.pt')
+    assert 'boxrefine convert-checkpoint' in str(e.value) and '\x1b' not in str(e.value)
+    r = boxrefine('convert-checkpoint', tmp_path / 'old.pt', tmp_path / 'new.pt')
+    assert r.returncode == 1 and 'add --trust' in r.stderr and not (tmp_path / 'new.pt').exists()
+    r = boxrefine('convert-checkpoint', tmp_path / 'old.pt', tmp_path / 'new.pt', '--trust')
+    assert r.returncode == 0 and load_checkpoint(tmp_path / 'new.pt')['epoch'] == 3
+
+
+def test_detections_with_huge_numbers_lists_and_deep_nesting(tmp_path):
+    (tmp_path / 'run').mkdir()
+    for name, text, problem in [('deep.json', '[' * 100_000 + ']' * 100_000, 'nested too deeply'),
+                                ('digits.json', '[' + '9' * 5000 + ']', 'cannot read a value')]:
+        (tmp_path / name).write_text(text)
+        r = boxrefine('cocoeval', '--gt', tmp_path / name, '--detections', tmp_path / name)
+        assert r.returncode == 1 and problem in r.stderr and 'Traceback' not in r.stderr, r.stderr

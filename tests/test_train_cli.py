@@ -325,3 +325,42 @@ def test_demo_ablation(demo_run, tmp_path):
     assert abs(ab['variants']['embedding + early ViT feature + thumbnail']['refined_iou'] - report['refined_iou']) < 1e-3
     assert 'carries_gain' in ab and ab['text'] in r.stdout and '| embedding only |' in r.stdout
     assert (demo / 'ablation' / 'embedding_only' / 'best.pt').is_file()
+
+
+def test_refine_maps_ids_only_through_a_coco_file(demo_run, tmp_path):
+    "Without --gt, ids are never guessed from the end of a file name (shape_00048.png is image 49)."
+    out, _ = demo_run
+    dets = out / 'detections_val_jittered.json'
+    common = ['refine', '--run', out, '--detections', dets, '--images', out / 'data' / 'images',
+              '--output', tmp_path / 'o.json']
+    r = boxrefine(*common, check=False)
+    assert r.returncode == 1 and 'name no file' in r.stderr and '--ann' in r.stderr, r.stderr
+    assert not (tmp_path / 'o.json').exists()
+    images = [{k: im[k] for k in ('id', 'file_name', 'width', 'height')}
+              for im in json.loads((out / 'data' / 'val.json').read_text())['images']]
+    (tmp_path / 'images.json').write_text(json.dumps({'images': images, 'annotations': [], 'categories': []}))
+    r = boxrefine(*common, '--ann', tmp_path / 'images.json')
+    n = len(json.loads(dets.read_text()))
+    assert f'refined {n} of {n} boxes' in r.stdout, r.stdout
+
+
+def test_refine_run_folder_is_data_not_instructions(demo_run, tmp_path):
+    "The run's cache is found inside the run folder, whatever the working folder or the checkpoint says."
+    from boxrefine.engine import save_checkpoint
+    out, _ = demo_run
+    run = tmp_path / 'copied_run'
+    shutil.copytree(out, run)
+    elsewhere, other = tmp_path / 'elsewhere', tmp_path / 'other_cache'
+    elsewhere.mkdir()
+    ck = load_checkpoint(run / 'best.pt')
+    ck['config']['optimization']['feature_cache']['cache_dir'] = str(other)
+    save_checkpoint(run / 'best.pt', **ck)
+    args = ['refine', '--run', run, '--detections', run / 'detections_val_jittered.json',
+            '--images', run / 'data' / 'images', '--gt', run / 'data' / 'val.json', '--output', tmp_path / 'o.json']
+    r = boxrefine(*args, cwd=elsewhere)
+    assert list(elsewhere.iterdir()) == [] and not other.exists(), list(elsewhere.iterdir())
+    assert 'outside the run folder: not used' in r.stdout and 'to extract' not in r.stdout, r.stdout
+    ck['config']['model']['hidden'] = 10 ** 9                 # the recorded config sizes nothing unchecked
+    save_checkpoint(run / 'best.pt', **ck)
+    r = boxrefine(*args, check=False)
+    assert r.returncode == 1 and 'does not match its weights' in r.stderr, r.stderr[-2000:]
