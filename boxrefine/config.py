@@ -68,6 +68,7 @@ class DataSection(_Section):
     val_img: PathStr | None = None
     sample_ratio: Annotated[Num, Field(gt=0, le=1)] = 1.0
     noise_scale: NonNeg = 0.4
+    good_share: Annotated[Num, Field(ge=0, le=1)] = 0.25   # training boxes at IoU >= 0.95
     max_images: PositiveInt | None = None
 
 # %% ../nbs/06_config.ipynb #c8a93962
@@ -84,6 +85,8 @@ class TrainingSection(_Section):
     feature_batch_size: PositiveInt = 4
     l1_weight: NonNeg = 1.0
     iou_weight: NonNeg = 2.0
+    quality_weight: NonNeg = 1.0     # the quality head's loss (predicted against true IoU)
+    gate_margin: Annotated[Num, Field(ge=-1, le=1)] = 0.005   # a kept step raises predicted IoU
 
 class HQSAMSection(_Section):
     checkpoint: PathStr | None = None

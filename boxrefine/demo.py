@@ -22,7 +22,7 @@ from .model import BoxRefiner
 from .refine import (format_gains, image_index, jitter_detections, refine_detections,
                               refined_examples)
 from .refiner import (RefinerTask, prepare_features, refiner_datasets, run_device,
-                               train_refiner)
+                               task_settings, train_refiner)
 
 
 # %% auto #0
@@ -110,8 +110,8 @@ def train_variant(cfg: TrainConfig, extractor: HQSAMFeatures, cache_dir, out_dir
         args = dict(batch_size=t['batch_size'], seed=t['seed'], num_workers=t['num_workers'],
                     batched=True)
         task = RefinerTask(model, extractor, caches, device=device, names=FEATURE_NAMES,
-                           loss_kwargs={'l1_weight': t['l1_weight'], 'iou_weight': t['iou_weight']},
-                           val_loader=make_loader(batches['val'], ctx, train=False, **args))
+                           val_loader=make_loader(batches['val'], ctx, train=False, **args),
+                           **task_settings(vcfg))
         optimizer = torch.optim.AdamW(model.parameters(), lr=t['learning_rate'],
                                       weight_decay=t['weight_decay'])
         rows = fit(task, make_loader(batches['train'], ctx, **args), optimizer,

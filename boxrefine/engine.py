@@ -219,10 +219,12 @@ def write_metrics_csv(path, rows: list[dict]) -> Path:
     writer.writerows(rows)
     return atomic_write_text(path, buf.getvalue())
 
-def _describe(row: dict) -> str:
-    "A metrics row as 'key value, …' without its epoch: the line printed after each epoch."
+def _describe(row: dict, score_key: str | None = None) -> str:
+    "The short line printed after each epoch: loss, the score, speed (the rest: metrics.csv)."
     fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else f"{v}"
-    return ", ".join(f"{k} {fmt(v)}" for k, v in row.items() if k != 'epoch')
+    keys = ['train_loss', 'loss', score_key, 'images_per_s', 'epoch_s']
+    shown = [f"{k.removeprefix('train_')} {fmt(row[k])}" for k in dict.fromkeys(keys) if k in row]
+    return ", ".join(shown) + (" (best)" if row.get('best') else '')
 
 # %% ../nbs/06a_engine.ipynb #ef85752d
 def config_diff(old, new, where: str = '') -> dict[str, tuple]:
@@ -440,7 +442,7 @@ def fit(task, loader, optimizer, *, epochs: int, out_dir, precision: str = 'auto
                             config=config, best_score=best, history=history, precision=precision,
                             **(extra_state or {}))
             if on_epoch and main: on_epoch(row)
-            if progress: print(f"epoch {epoch}: {_describe(row)}")
+            if progress: print(f"epoch {epoch}/{epochs}: {_describe(row, score_key)}")
     finally:
         feed.close()
     return history

@@ -5,21 +5,23 @@
 # %% ../nbs/15_refine.ipynb #3a66a944
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from torchvision.ops import box_area
 
 from .atomic import atomic_write_json
-from .boxes import convert_boxes, jitter_boxes, pairwise_iou
+from .boxes import clamp_boxes, convert_boxes, jitter_boxes, pairwise_iou
 from .boxgen import (UnsafePathError, cirr_images, load_boxes, path_in_root,
                               write_boxes)
-from .data import read_coco, read_json
+from .data import image_header_size, read_coco, read_json
 from .detr import evaluate_detections
 from .features import IMAGE_EXTENSIONS
 from .refiner import (RefinerRun, bucket_sums, bucket_table, check_steps, format_buckets,
-                               load_run, refine_images)
+                               load_run, quality_calibration, refine_images)
 from .samprompt import SAM_FALLBACKS, SamPrompt, sam_refine_images
 from .viz import draw_boxes, layer_colours
 
@@ -27,8 +29,8 @@ from .viz import draw_boxes, layer_colours
 # %% auto #0
 __all__ = ['COMPARE_KEYS', 'METHODS', 'NOISE_LEVELS', 'image_index', 'check_ids_mapped', 'matched_ious', 'refinement_gains',
            'format_gains', 'compare_gains', 'gains_side_by_side', 'format_comparison', 'refine_entries',
-           'refine_detections', 'compare_path', 'report_path', 'jitter_detections', 'refine_boxes_file',
-           'refined_examples']
+           'valid_detections', 'with_quality', 'rescored', 'refine_detections', 'compare_path', 'report_path',
+           'jitter_detections', 'refine_boxes_file', 'refined_examples']
 
 # %% ../nbs/15_refine.ipynb #7f871a09
 def image_index(images, gt: dict | None = None) -> dict:
@@ -83,14 +85,14 @@ def _check_detection(i: int, d) -> None:
 
 # %% ../nbs/15_refine.ipynb #be812c64
 def matched_ious(gt: dict, before: list[dict], after: list[dict]) -> tuple[torch.Tensor, ...]:
-    "IoU of each input box with its best same-category ground truth; of its refined box with that."
+    "IoUs of each input box and its refined box with the input's best ground truth; `iou_pred`s."
     by_key = {}
     for a in gt['annotations']:
         if a.get('iscrowd', 0): continue
         by_key.setdefault((a['image_id'], a['category_id']), []).append(a['bbox'])
     xyxy = lambda b: convert_boxes(torch.tensor(b, dtype=torch.float64).reshape(-1, 4), 'xywh',
                                    'xyxy')
-    iou_in, iou_out = [], []
+    iou_in, iou_out, pred = [], [], []
     for d, r in zip(before, after):
         boxes = by_key.get((d['image_id'], d.get('category_id')))
         if not boxes: continue
@@ -98,15 +100,19 @@ def matched_ious(gt: dict, before: list[dict], after: list[dict]) -> tuple[torch
         best = int(ious.argmax())
         iou_in.append(float(ious[best]))
         iou_out.append(float(pairwise_iou(xyxy(r['bbox']), xyxy(boxes[best]))[0, 0]))
-    return torch.tensor(iou_in, dtype=torch.float64), torch.tensor(iou_out, dtype=torch.float64)
+        pred.append(r.get('iou_pred', float('nan')))
+    as_t = lambda x: torch.tensor(x, dtype=torch.float64)
+    return as_t(iou_in), as_t(iou_out), as_t(pred)
 
 def refinement_gains(gt: dict, before: list[dict], after: list[dict]) -> dict:
     "COCO statistics before and after, and the matched ground truth's IoU by input-IoU bucket."
     known = {im['id'] for im in gt['images']}
     pairs = [(b, a) for b, a in zip(before, after) if b['image_id'] in known]
     before, after = [b for b, _ in pairs], [a for _, a in pairs]
-    iou_in, iou_out = matched_ious(gt, before, after)
-    return {'before': evaluate_detections(gt, before), 'after': evaluate_detections(gt, after),
+    iou_in, iou_out, pred = matched_ious(gt, before, after)
+    has = ~pred.isnan()
+    return {'calibration': quality_calibration(pred[has], iou_out[has], iou_in[has])
+                           if has.any() else None,'before': evaluate_detections(gt, before), 'after': evaluate_detections(gt, after),
             'matched': len(iou_in),
             'mean_iou_before': float(iou_in.mean()) if len(iou_in) else None,
             'mean_iou_after': float(iou_out.mean()) if len(iou_out) else None,
@@ -162,57 +168,110 @@ def _round(xyxy, fmt: str = 'xywh') -> list[float]:
     if fmt != 'xyxy': box = convert_boxes(box, 'xyxy', fmt)
     return [round(float(v), 3) for v in box]
 
-METHODS = ('refiner', 'sam')   # the trained refiner; HQ-SAM prompted with the box (15_samprompt)
+METHODS = ('refiner', 'sam')   # the trained refiner; HQ-SAM prompted with the box (14_samprompt)
 
-def _refine_by(run: RefinerRun, pics: dict, method: str, *, prompt, steps, batch_size,
-               progress) -> tuple[dict, dict, dict]:
-    "Refined boxes of `pics`, skipped images, and per-box reasons a box was kept (SAM's fallbacks)."
+def _refine_by(run: RefinerRun, pics: dict, method: str, *, prompt, steps, margin, batch_size,
+               progress) -> tuple[dict, dict, dict, dict]:
+    "Refined boxes, skipped images, per-box reasons a box was kept (SAM's), quality (refiner's)."
     if method == 'sam':
-        return sam_refine_images(run, pics, prompt=prompt, batch_size=batch_size, progress=progress)
-    refined, skipped = refine_images(run, pics, steps=steps, batch_size=batch_size,
-                                     progress=progress)
-    return refined, skipped, {}
+        return *sam_refine_images(run, pics, prompt=prompt, batch_size=batch_size,
+                                  progress=progress), {}
+    refined, skipped, quality = refine_images(run, pics, steps=steps, margin=margin,
+                                              batch_size=batch_size, progress=progress)
+    return refined, skipped, {}, quality
 
-def _method_report(run: RefinerRun, method: str, steps, prompt) -> dict:
-    if method == 'refiner': return {'method': method, 'steps': check_steps(run.model, steps)}
-    return {'method': method, 'sam': (prompt or SamPrompt()).as_dict()}
+def _method_report(run: RefinerRun, method: str, steps, prompt, margin) -> dict:
+    if method == 'sam': return {'method': method, 'sam': (prompt or SamPrompt()).as_dict()}
+    margin = run.config['training']['gate_margin'] if margin is None else margin
+    return {'method': method, 'steps': check_steps(run.model, steps), 'gate_margin': margin}
 
+def _outside(box, path) -> bool:
+    "Whether pixel `xyxy` `box` has no area once clamped to the image at `path` (header only)."
+    size = image_header_size(path) if Path(path).is_file() else None
+    if size is None: return False                   # missing or unreadable: counted as such later
+    return bool(box_area(clamp_boxes(box[None], size))[0] <= 0)
+
+# %% ../nbs/15_refine.ipynb #87bd1cd2
+def _by_entry(n: int, todo: dict, refined: dict, kept: dict, quality: dict,
+              unchanged: dict) -> tuple[list, list]:
+    "Per entry: its refined box (None: left as it was, counted in `unchanged`) and quality."
+    out, qual = [None] * n, [None] * n
+    for image, boxes in refined.items():
+        why = kept.get(image) or [None] * len(boxes)
+        q = quality.get(image)
+        for k, (i, box, w) in enumerate(zip(todo[image], boxes, why)):
+            if w is None: out[i] = box
+            else: unchanged[w] += 1          # SAM's mask not trusted: the input box is kept
+            if q: qual[i] = {name: v[k].item() for name, v in q.items()}
+    return out, qual
+
+# %% ../nbs/15_refine.ipynb #af30010b
 def refine_entries(run: RefinerRun, entries: list[tuple], files: dict, *, method: str = 'refiner',
                    prompt=None, score_threshold: float = 0.0, steps: int | None = None,
-                   batch_size: int | None = None, progress: bool = True) -> tuple[list, dict]:
-    "Refined pixel `xyxy` of `(image, xyxy, score)` entries (None: left as is), and why left."
+                   margin: float | None = None, batch_size: int | None = None,
+                   progress: bool = True) -> tuple[list, list, dict]:
+    "Refined pixel `xyxy` of `(image, xyxy, score)` entries (None: as is), their quality, report."
     if method not in METHODS: raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if method == 'sam' and steps is not None:
         raise ValueError("steps are the refiner's: method 'sam' has none")
-    todo, unchanged = {}, {'below_threshold': 0, 'unknown_image': 0}
-    if method == 'sam':
-        unchanged |= dict.fromkeys(SAM_FALLBACKS, 0)
+    todo, unchanged = {}, {'below_threshold': 0, 'unknown_image': 0, 'outside_image': 0}
+    if method == 'sam': unchanged |= dict.fromkeys(SAM_FALLBACKS, 0)
+    as_box = lambda i: torch.as_tensor(entries[i][1], dtype=torch.float64)
     for i, (image, _, score) in enumerate(entries):
         if score < score_threshold: unchanged['below_threshold'] += 1
         elif image not in files: unchanged['unknown_image'] += 1
+        elif _outside(as_box(i), files[image]): unchanged['outside_image'] += 1
         else: todo.setdefault(image, []).append(i)
-    as_box = lambda i: torch.as_tensor(entries[i][1], dtype=torch.float64)
     pics = {image: (files[image], torch.stack([as_box(i) for i in idx]))
             for image, idx in todo.items()}
-    refined, skipped, kept = _refine_by(run, pics, method, prompt=prompt, steps=steps,
-                                        batch_size=batch_size, progress=progress)
-    out = [None] * len(entries)
-    for image, boxes in refined.items():
-        why = kept.get(image) or [None] * len(boxes)
-        for i, box, w in zip(todo[image], boxes, why):
-            if w is None: out[i] = box
-            else: unchanged[w] += 1          # SAM's mask not trusted: the input box is kept
+    t0 = time.perf_counter()
+    refined, skipped, kept, quality = _refine_by(run, pics, method, prompt=prompt, steps=steps,
+                                                 margin=margin, batch_size=batch_size,
+                                                 progress=progress)
+    seconds = time.perf_counter() - t0
+    out, qual = _by_entry(len(entries), todo, refined, kept, quality, unchanged)
     for image, why in skipped.items():
         key = why.replace(' ', '_')
         unchanged[key] = unchanged.get(key, 0) + len(todo[image])
-    return out, {'refined': sum(b is not None for b in out), 'unchanged': unchanged,
-                 **_method_report(run, method, steps, prompt), 'checkpoint': str(run.checkpoint),
-                 'random_init': run.extractor.random_init}
+    n = sum(b is not None for b in out)
+    return out, qual, {'refined': n, 'unchanged': unchanged, 'seconds': round(seconds, 3),
+                       'boxes_per_s': round(n / seconds, 1) if seconds > 0 else None,
+                       **_method_report(run, method, steps, prompt, margin),
+                       'checkpoint': str(run.checkpoint),
+                       'random_init': run.extractor.random_init}
 
 # %% ../nbs/15_refine.ipynb #84328f22
+def valid_detections(dets) -> tuple[list[dict], list[dict]]:
+    "COCO results that can be refined, and the dropped ones with their reasons (index, image)."
+    if not isinstance(dets, list):
+        raise ValueError("detections: expected a list (COCO results format)")
+    before, dropped = [], []
+    for i, d in enumerate(dets):
+        _check_detection(i, d)
+        problem = _box_problem(d['bbox'])
+        if problem: dropped.append({'detection': i, 'image_id': d['image_id'], 'reason': problem})
+        else: before.append(d)
+    return before, dropped
+
+def with_quality(d: dict, box, q: dict | None, rescore: bool = False) -> dict:
+    "Detection `d` with its refined `box` (None: as it was), `iou_pred`, and rescored if asked."
+    out = dict(d) if box is None else {**d, 'bbox': _round(box)}
+    if q is None: return out
+    out['iou_pred'] = round(q['iou_pred'], 4)
+    if rescore and 'score' in d:                  # IoU-Net's localisation confidence
+        out['detector_score'], out['score'] = d['score'], round(d['score'] * q['iou_pred'], 6)
+    return out
+
+def rescored(after: list[dict]) -> list[dict]:
+    "Detections whose scores are multiplied by their `iou_pred` (those without one kept)."
+    return [with_quality(d, None, {'iou_pred': d['iou_pred']}, rescore=True)
+            if 'iou_pred' in d and 'detector_score' not in d else d for d in after]
+
+# %% ../nbs/15_refine.ipynb #1c393b41
 def refine_detections(run, images, detections, *, gt=None, output=None, method: str = 'refiner',
                       prompt=None, compare: bool = False, score_threshold: float = 0.0,
-                      steps: int | None = None, batch_size: int | None = None,
+                      steps: int | None = None, margin: float | None = None,
+                      rescore: bool = False, batch_size: int | None = None,
                       checkpoint: str = 'best.pt', device=None, cache_dir=None, ann=None,
                       progress: bool = True) -> dict:
     "COCO results refined by a trained run: ids, categories, scores kept; boxes refined, clamped."
@@ -222,43 +281,45 @@ def refine_detections(run, images, detections, *, gt=None, output=None, method: 
     run = run if isinstance(run, RefinerRun) else load_run(run, checkpoint, device=device,
                                                            cache_dir=cache_dir)
     dets = read_json(detections) if isinstance(detections, (str, Path)) else list(detections)
-    if not isinstance(dets, list):
-        raise ValueError("detections: expected a list (COCO results format)")
-    gt = read_coco(gt) if isinstance(gt, (str, Path)) else gt
-    ann = read_coco(ann) if isinstance(ann, (str, Path)) else ann
-    before, dropped = [], []
-    for i, d in enumerate(dets):
-        _check_detection(i, d)
-        problem = _box_problem(d['bbox'])
-        if problem: dropped.append({'detection': i, 'image_id': d['image_id'], 'reason': problem})
-        else: before.append(d)
+    gt, ann = (read_coco(x) if isinstance(x, (str, Path)) else x for x in (gt, ann))
+    before, dropped = valid_detections(dets)
     entries = [(d['image_id'], convert_boxes(torch.tensor(d['bbox'], dtype=torch.float64), 'xywh',
                                              'xyxy'), d.get('score', 1.0)) for d in before]
     files, reports, afters = image_index(images, gt or ann), {}, {}
     if gt is None and ann is None:
         check_ids_mapped([d['image_id'] for d in before], files, images)
     for m in (method, *(m for m in METHODS if m != method and compare)):
-        new, reports[m] = refine_entries(run, entries, files, method=m, prompt=prompt,
-                                         score_threshold=score_threshold,
-                                         steps=steps if m == 'refiner' else None,
-                                         batch_size=batch_size, progress=progress)
-        afters[m] = [{**d, 'bbox': _round(b)} if b is not None else dict(d)
-                     for d, b in zip(before, new)]
-    after = afters[method]
-    report = {'detections': len(dets), 'written': len(after), **reports[method],
-              'dropped': len(dropped), 'dropped_examples': dropped[:20]}
-    gains = {m: refinement_gains(gt, before, afters[m]) for m in afters} if gt is not None else {}
-    if gains: report['evaluation'] = gains[method]
+        new, qual, reports[m] = refine_entries(
+            run, entries, files, method=m, prompt=prompt, score_threshold=score_threshold,
+            steps=steps if m == 'refiner' else None, margin=margin, batch_size=batch_size,
+            progress=progress)
+        afters[m] = [with_quality(d, b, q, rescore) for d, b, q in zip(before, new, qual)]
+    report = {'detections': len(dets), 'written': len(afters[method]), **reports[method],
+              'rescored': rescore, 'dropped': len(dropped), 'dropped_examples': dropped[:20]}
+    if gt is not None: _evaluate_methods(report, reports, gt, before, afters, method, compare)
+    if output is not None: _write_refined(output, report, gt, files, before, afters, compare)
+    return {'detections': afters[method], 'report': report}
+
+# %% ../nbs/15_refine.ipynb #a7070d4c
+def _evaluate_methods(report: dict, reports: dict, gt: dict, before: list, afters: dict,
+                      method: str, compare: bool):
+    "The report's evaluation of `method` (and rescored), and `comparison` when `compare`."
+    gains = {m: refinement_gains(gt, before, afters[m]) for m in afters}
+    report['evaluation'] = gains[method]
+    if any('iou_pred' in d for d in afters[method]) and not report['rescored']:
+        report['evaluation']['after_rescored'] = evaluate_detections(gt, rescored(afters[method]))
     if compare:
         report['comparison'] = gains_side_by_side({m: gains[m] for m in METHODS})
         report['comparison']['unchanged'] = {m: reports[m]['unchanged'] for m in METHODS}
-    if output is not None:
-        atomic_write_json(output, after)
-        atomic_write_json(report_path(output), report, indent=1)
-        if compare:
-            refined_examples(gt, files, before, afters['refiner'], compare_path(output),
-                             also={'sam': afters['sam']})
-    return {'detections': after, 'report': report}
+
+def _write_refined(output, report: dict, gt, files: dict, before: list, afters: dict,
+                   compare: bool):
+    "The refined detections, their report beside them, and the side-by-side picture."
+    atomic_write_json(output, afters[next(iter(afters))])
+    atomic_write_json(report_path(output), report, indent=1)
+    if compare:
+        refined_examples(gt, files, before, afters['refiner'], compare_path(output),
+                         also={'sam': afters['sam']})
 
 def _beside(output, suffix: str) -> Path:
     output = Path(output)
@@ -315,9 +376,9 @@ def _boxgen_images(names, meta: dict, images=None) -> dict:
 # %% ../nbs/15_refine.ipynb #b8134eb5
 def refine_boxes_file(run, boxes_file, *, images=None, output=None, method: str = 'refiner',
                       prompt=None, score_threshold: float = 0.0,
-                      steps: int | None = None, batch_size: int | None = None,
-                      checkpoint: str = 'best.pt', device=None, cache_dir=None,
-                      progress: bool = True) -> dict:
+                      steps: int | None = None, margin: float | None = None,
+                      batch_size: int | None = None, checkpoint: str = 'best.pt', device=None,
+                      cache_dir=None, progress: bool = True) -> dict:
     "A `boxrefine boxgen` file refined by a trained run (same format, sidecar included)."
     run = run if isinstance(run, RefinerRun) else load_run(run, checkpoint, device=device,
                                                            cache_dir=cache_dir)
@@ -331,11 +392,13 @@ def refine_boxes_file(run, boxes_file, *, images=None, output=None, method: str 
             else: kept[name].append(dict(b))
     flat = [(name, b) for name, found in kept.items() for b in found]
     entries = [(name, b['xyxy'], b.get('score', 1.0)) for name, b in flat]
-    new, report = refine_entries(run, entries, _boxgen_images(kept, meta, images), method=method,
-                                 prompt=prompt, score_threshold=score_threshold, steps=steps,
-                                 batch_size=batch_size, progress=progress)
-    for (_, b), box in zip(flat, new):
+    new, qual, report = refine_entries(run, entries, _boxgen_images(kept, meta, images),
+                                       method=method, prompt=prompt, steps=steps, margin=margin,
+                                       score_threshold=score_threshold, batch_size=batch_size,
+                                       progress=progress)
+    for (_, b), box, q in zip(flat, new, qual):
         if box is not None: b['xyxy'] = _round(box, 'xyxy')
+        if q is not None: b['iou_pred'] = round(q['iou_pred'], 4)
     report = {'boxes': sum(map(len, boxes.values())), 'written': len(flat), **report,
               'dropped': len(dropped), 'dropped_examples': dropped[:20]}
     if output is not None:

@@ -14,6 +14,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+from scipy.stats import spearmanr
 from fastcore.basics import patch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -29,20 +30,21 @@ from .engine import (finish_run, fit, load_checkpoint, make_loader, resolve_devi
                               resolve_precision, training_run)
 from .features import (FEATURE_NAMES, HQSAMFeatures, cache_for, extract_with_cache,
                                 precompute, stored_names)
-from .model import BoxRefiner, refiner_loss
+from .model import DEFAULT_GATE_MARGIN, BoxRefiner, RefinerOutput, refiner_loss
 
 
 # %% auto #0
-__all__ = ['IOU_BUCKETS', 'RANDOM_RUN_WARNING', 'bucket_sums', 'bucket_table', 'format_buckets', 'RefinerTask', 'apply_modes',
-           'build_extractor', 'build_refiner', 'prepare_features', 'refiner_datasets', 'train_refiner', 'RefinerRun',
-           'run_device', 'run_cache_dir', 'check_model_shapes', 'load_run', 'BoxesToRefine', 'check_steps',
-           'box_records', 'refine_images', 'predict_refiner']
+__all__ = ['IOU_BUCKETS', 'RANDOM_RUN_WARNING', 'MAX_BOXES', 'bucket_label', 'bucket_sums', 'bucket_table', 'format_buckets',
+           'RefinerTask', 'quality_calibration', 'apply_modes', 'build_extractor', 'build_refiner', 'prepare_features',
+           'refiner_datasets', 'task_settings', 'train_refiner', 'RefinerRun', 'run_device', 'run_cache_dir',
+           'check_model_shapes', 'load_run', 'BoxesToRefine', 'check_steps', 'box_records', 'refine_images',
+           'predict_refiner']
 
 # %% ../nbs/06b_refiner.ipynb #417cba84
 # input-IoU bucket edges: < 0.5, 0.5–0.7, 0.7–0.9, ≥ 0.9
 IOU_BUCKETS = (0.0, 0.5, 0.7, 0.9, 1.0)
 
-def _bucket_label(lo: float, hi: float) -> str:
+def bucket_label(lo: float, hi: float) -> str:
     if lo == IOU_BUCKETS[0]: return f"< {hi}"
     return f">= {lo}" if hi == IOU_BUCKETS[-1] else f"{lo}-{hi}"
 
@@ -66,7 +68,7 @@ def bucket_table(sums: dict, edges=IOU_BUCKETS) -> list[dict]:
         n = int(sums[f'{i}_boxes'])
         mean = lambda k: sums[f'{i}_{k}'] / n if n else None
         gain = mean('after') - mean('before') if n else None
-        rows.append({'input_iou': _bucket_label(lo, hi), 'boxes': n, 'iou_before': mean('before'),
+        rows.append({'input_iou': bucket_label(lo, hi), 'boxes': n, 'iou_before': mean('before'),
                      'iou_after': mean('after'), 'gain': gain, 'improved': mean('improved')})
     return rows
 
@@ -91,10 +93,11 @@ def _pinned(batch: dict) -> bool:
 class RefinerTask:
     "The refiner, its loss and validation on `FeatureBatches` (read by the loader's workers)."
     def __init__(self, model, extractor, caches: dict, *, device='cpu',
-                 loss_kwargs: dict | None = None, val_loader=None, names=FEATURE_NAMES):
+                 loss_kwargs: dict | None = None, val_loader=None, names=FEATURE_NAMES,
+                 gate_margin: float = DEFAULT_GATE_MARGIN):
         self.model, self.extractor, self.caches, self.names = model, extractor, caches, names
         self.device, self.val_loader = torch.device(device), val_loader
-        self.loss_kwargs = loss_kwargs or {}
+        self.loss_kwargs, self.gate_margin = loss_kwargs or {}, gate_margin
         self.stats = {split: CacheStats() for split in caches}
         self._mapped, self._pending = {}, []
 
@@ -146,37 +149,58 @@ def _refill(self: RefinerTask, batch: dict, split: str):
 
 # %% ../nbs/06b_refiner.ipynb #745b5b86
 @patch
-def refine(self: RefinerTask, batch: dict, split: str) -> list[torch.Tensor]:
-    "The refined boxes after each step, for a batch of `split`."
+def refine(self: RefinerTask, batch: dict, split: str, *, margin: float | None = None,
+           steps: int | None = None) -> RefinerOutput:
+    "The model's output for a batch of `split`: boxes after each step, predicted IoUs, steps kept."
     to = lambda t: t.to(self.device, non_blocking=True)
-    return self.model(self.features(batch, split), to(batch['noisy']), to(batch['batch_idx']))
+    return self.model(self.features(batch, split), to(batch['noisy']), to(batch['batch_idx']),
+                      margin=margin, steps=steps)
 
 @patch
 def train_step(self: RefinerTask, batch: dict):
-    "The loss of a training batch, its L1 and IoU parts and the cache hit rate, for `fit`."
-    outs = self.refine(batch, 'train')
-    loss, last = refiner_loss(outs, batch['boxes'].to(self.device), **self.loss_kwargs)
-    logs = {'l1': last.l1.item(), 'iou': last.iou.item(), 'hit': self.stats['train'].hit_rate}
-    return loss, logs, len(batch['file']), batch['image_id']
+    "The loss of a training batch, its L1, IoU and quality parts and the cache hit rate, for `fit`."
+    out = self.refine(batch, 'train')
+    parts = refiner_loss(out, batch['boxes'].to(self.device), **self.loss_kwargs)
+    logs = {'l1': parts.last.l1.item(), 'iou': parts.last.iou.item(),
+            'iou_err': parts.quality_error.item(), 'hit': self.stats['train'].hit_rate}
+    return parts.loss, logs, len(batch['file']), batch['image_id']
+
+# %% ../nbs/06b_refiner.ipynb #ebcc8f7e
+def quality_calibration(pred, true, before, edges=IOU_BUCKETS) -> dict:
+    "Spearman ρ and mean |error| of predicted against true IoUs, overall and by input-IoU bucket."
+    pred, true, before = (torch.as_tensor(x, dtype=torch.float64).flatten().cpu()
+                          for x in (pred, true, before))
+    def stats(m) -> dict:
+        n = int(m.sum())
+        rho = spearmanr(pred[m], true[m]).statistic if n > 2 else float('nan')
+        return {'boxes': n, 'spearman': None if np.isnan(rho) else round(float(rho), 4),
+                'mae': round(float((pred[m] - true[m]).abs().mean()), 4) if n else None}
+    rows = [{'input_iou': bucket_label(lo, hi), **stats((before >= lo) & (before < hi))}
+            for lo, hi in zip(edges[:-1], edges[1:])]
+    rows[-1] = {**rows[-1], **stats(before >= edges[-2])}        # 1.0 belongs to the last bucket
+    return {'all': stats(torch.ones_like(pred, dtype=torch.bool)), 'by_input_iou': rows}
 
 # %% ../nbs/06b_refiner.ipynb #5981e911
 @patch
 def validate(self: RefinerTask) -> dict:
-    "Mean IoUs over the validation images (under torchrun: this process's shard, then reduced)."
-    noisy_iou = [torch.zeros(0, device=self.device)]
-    refined_iou = [torch.zeros(0, device=self.device)]
+    "Mean IoUs of the gated refinement, and the quality head's calibration (all processes)."
+    cols = {k: [torch.zeros(0, device=self.device)] for k in ('noisy', 'refined', 'pred')}
     for batch in self.val_loader:
-        refined = self.refine(batch, 'val')[-1].float()
+        out = self.refine(batch, 'val', margin=self.gate_margin)
         gt, noisy = batch['boxes'].to(self.device), batch['noisy'].to(self.device)
-        noisy_iou.append(paired_iou(noisy, gt))
-        refined_iou.append(paired_iou(refined, gt))
-    n, r = torch.cat(noisy_iou), torch.cat(refined_iou)
+        cols['noisy'].append(paired_iou(noisy, gt))
+        cols['refined'].append(paired_iou(out.boxes[-1].float(), gt))
+        cols['pred'].append(out.ious[-1].float())
+    n, r, p = (torch.cat(cols[k]) for k in ('noisy', 'refined', 'pred'))
     self.val_buckets = bucket_table(reduce_sums(bucket_sums(n, r)))
+    every = [torch.cat(part) for part in zip(*gather_objects([x.cpu() for x in (p, r, n)]))]
+    self.val_calibration = quality_calibration(*every)
     s = reduce_sums({'noisy': n.sum().item(), 'refined': r.sum().item(),
                      'improved': (r > n).sum().item(), 'boxes': len(n)})
     return {'noisy_iou': s['noisy'] / s['boxes'], 'refined_iou': s['refined'] / s['boxes'],
             'iou_gain': (s['refined'] - s['noisy']) / s['boxes'],
-            'improved_fraction': s['improved'] / s['boxes']}
+            'improved_fraction': s['improved'] / s['boxes'],
+            'iou_spearman': self.val_calibration['all']['spearman']}
 
 # %% ../nbs/06b_refiner.ipynb #14e07d58
 @patch
@@ -283,8 +307,15 @@ def refiner_datasets(cfg: TrainConfig, verbose: bool = True) -> dict:
     common = dict(noise_scale=d['noise_scale'], seed=t['seed'], max_images=d['max_images'],
                   verbose=verbose)
     return {'train': BoxRefinementDataset(d['train_ann'], d['train_img'], train=True,
-                                          sample_ratio=d['sample_ratio'], **common),
+                                          sample_ratio=d['sample_ratio'],
+                                          good_share=d['good_share'], **common),
             'val': BoxRefinementDataset(d['val_ann'], d['val_img'], train=False, **common)}
+
+def task_settings(cfg: TrainConfig) -> dict:
+    "`RefinerTask`'s loss weights and gate margin, as the config's training section sets them."
+    t = cfg['training']
+    return {'loss_kwargs': {k: t[k] for k in ('l1_weight', 'iou_weight', 'quality_weight')},
+            'gate_margin': t['gate_margin']}
 
 def _refiner_task(cfg: TrainConfig, ctx: DistContext, *, model, extractor, caches: dict,
                   datasets: dict, prep: dict, names) -> tuple[RefinerTask, DataLoader]:
@@ -297,7 +328,7 @@ def _refiner_task(cfg: TrainConfig, ctx: DistContext, *, model, extractor, cache
     loader = make_loader(batches['train'], ctx, **loader_args)
     model = wrap_ddp(model, ctx)      # batch_size is per process; the global batch is x processes
     task = RefinerTask(model, extractor, caches, device=extractor.device, names=names,
-                       loss_kwargs={'l1_weight': t['l1_weight'], 'iou_weight': t['iou_weight']},
+                       **task_settings(cfg),
                        val_loader=make_loader(batches['val'], ctx, train=False, **loader_args))
     return task, loader
 
@@ -313,6 +344,7 @@ def _refiner_report(rows: list[dict], prep: dict, datasets: dict, *, extractor, 
     missing = sum((d.report['missing_images'] for d in datasets.values()), [])
     return {'noisy_iou': last['val_noisy_iou'], 'refined_iou': last['val_refined_iou'],
             'iou_gain': last['val_iou_gain'], 'improved_fraction': last['val_improved_fraction'],
+            'iou_spearman': last.get('val_iou_spearman'),
             'best_refined_iou': best['val_refined_iou'], 'best_epoch': best['epoch'],
             'precompute_s': prep['precompute_s'], 'precompute_images': prep['extracted'],
             'precompute_failed': prep['failed'], 'warm_epoch_s': epoch_s, 'cold_epoch_s': cold,
@@ -335,6 +367,7 @@ def _refiner_summary(report: dict, out_dir: Path, buckets: list[dict]) -> str:
             f"{report['precompute_s']:.1f} s, warm epoch {report['warm_epoch_s']:.2f} s "
             f"(waiting for data {report['data_fraction']:.0%}), an epoch {speed} faster than "
             f"one that extracts; report in {out_dir / 'report.json'}\n"
+            f"quality head: Spearman {report.get('iou_spearman')} between predicted and true IoU\n"
             "validation IoU by input IoU:\n" + format_buckets(buckets))
 
 # %% ../nbs/06b_refiner.ipynb #bdf168da
@@ -365,6 +398,7 @@ def train_refiner(cfg: TrainConfig, out_dir=None, resume=None, clear_cache: bool
         report = _refiner_report(rows, prep, datasets, extractor=extractor, precision=precision,
                                  device=device, processes=ctx.world)
         report['val_iou_buckets'] = task.val_buckets
+        report['val_calibration'] = task.val_calibration
         summary = _refiner_summary(report, out_dir, task.val_buckets)
         return finish_run(ctx, out_dir, report, summary)
 
@@ -465,8 +499,10 @@ def check_steps(model, steps: int | None) -> int:
                          f"with, got {steps}")
     return steps
 
-def box_records(images: dict, skipped: dict) -> list[dict]:
-    "Records for `{name: (path, pixel xyxy)}`; images missing or unreadable go to `skipped`."
+MAX_BOXES = 256    # boxes of one image refined together: memory is bounded by the batch, not the file
+
+def box_records(images: dict, skipped: dict, max_boxes: int = MAX_BOXES) -> list[dict]:
+    "Records of at most `max_boxes` for `{name: (path, pixel xyxy)}`; bad images to `skipped`."
     records = []
     for name, (path, boxes) in images.items():
         size = image_header_size(path) if Path(path).is_file() else None
@@ -474,39 +510,49 @@ def box_records(images: dict, skipped: dict) -> list[dict]:
             skipped[name] = 'missing image' if not Path(path).exists() else 'not an image'
             continue
         xyxy = clamp_boxes(torch.as_tensor(boxes, dtype=torch.float64).reshape(-1, 4), size)
-        records.append({'name': name, 'file': Path(path), 'size': size,
-                        'boxes': normalize(xyxy, size).float()})
+        for part in normalize(xyxy, size).float().split(max_boxes):   # any number of boxes
+            records.append({'name': name, 'file': Path(path), 'size': size, 'boxes': part})
     return records
 
-# %% ../nbs/06b_refiner.ipynb #f29a0192
-@torch.inference_mode()
-def refine_images(run: RefinerRun, images: dict, *, steps: int | None = None,
-                  batch_size: int | None = None, progress: bool = True) -> tuple[dict, dict]:
-    "Refined pixel `xyxy` boxes for `{name: (path, pixel xyxy boxes)}`, and `{name: why}` skipped."
-    steps, skipped = check_steps(run.model, steps), {}
-    ds = BoxesToRefine(box_records(images, skipped))
-    if not ds.records: return {}, skipped
+# %% ../nbs/06b_refiner.ipynb #f2baf203
+def _refine_loader(run: RefinerRun, ds: BoxesToRefine, *, batch_size, progress) -> DataLoader:
+    "Features of `ds` made ready in the run's cache, then read in batches of images."
     t, device = run.config['training'], run.extractor.device
     prep = prepare_features(run.extractor, {'input': run.cache}, {'input': ds},
                             DistContext(device=device), batch_size=t['feature_batch_size'],
                             names=run.names, progress=progress)
-    readable = {r['name'] for r in ds.records}
-    skipped |= {n: 'unreadable image' for n in images if n not in readable and n not in skipped}
-    task = RefinerTask(run.model, run.extractor, {'input': run.cache}, device=device,
-                       names=run.names)
     batches = FeatureBatches(ds, run.cache, ds.keys, prep['layout'])
     sampler = EpochBatches(range(len(ds)), batch_size or t['batch_size'])
-    loader = DataLoader(batches, sampler=sampler, batch_size=None)
-    refined, trained = {}, run.model.steps
-    run.model.steps = steps
-    try:
-        for batch in tqdm(loader, desc='refine', unit='batch', disable=not progress):
-            out = task.refine(batch, 'input')[-1].float().cpu()
-            for j, i in enumerate(batch['image_id']):
-                r = ds.records[i]
-                refined[r['name']] = denormalize(out[batch['batch_idx'] == j], r['size'])
-    finally: run.model.steps = trained
-    return refined, skipped
+    return DataLoader(batches, sampler=sampler, batch_size=None)
+
+# %% ../nbs/06b_refiner.ipynb #f29a0192
+@torch.inference_mode()
+def refine_images(run: RefinerRun, images: dict, *, steps: int | None = None,
+                  margin: float | None = None, batch_size: int | None = None,
+                  progress: bool = True) -> tuple[dict, dict, dict]:
+    "Refined pixel boxes for `{name: (path, pixel xyxy)}`, `{name: why}` skipped, and quality."
+    steps, skipped = check_steps(run.model, steps), {}
+    margin = run.config['training']['gate_margin'] if margin is None else margin
+    ds = BoxesToRefine(box_records(images, skipped))
+    if not ds.records: return {}, skipped, {}
+    loader = _refine_loader(run, ds, batch_size=batch_size, progress=progress)
+    readable = {r['name'] for r in ds.records}
+    skipped |= {n: 'unreadable image' for n in images if n not in readable and n not in skipped}
+    task = RefinerTask(run.model, run.extractor, {'input': run.cache},
+                       device=run.extractor.device, names=run.names)
+    parts = {}
+    for batch in tqdm(loader, desc='refine', unit='batch', disable=not progress):
+        out = task.refine(batch, 'input', margin=margin, steps=steps)
+        for j, i in enumerate(batch['image_id']):
+            mine, r = batch['batch_idx'] == j, ds.records[i]
+            parts.setdefault(r['name'], []).append(
+                (denormalize(out.boxes[-1].float().cpu()[mine], r['size']),
+                 out.ious[0].float().cpu()[mine], out.ious[-1].float().cpu()[mine],
+                 out.kept.cpu()[mine]))
+    joined = {name: [torch.cat(x) for x in zip(*p)] for name, p in parts.items()}
+    quality = {name: {'input_iou_pred': j[1], 'iou_pred': j[2], 'steps_kept': j[3]}
+               for name, j in joined.items()}
+    return {name: j[0] for name, j in joined.items()}, skipped, quality
 
 # %% ../nbs/06b_refiner.ipynb #8e389250
 def _pixel_records(batch: dict, refined: torch.Tensor) -> list[dict]:
@@ -530,7 +576,8 @@ def predict_refiner(run_dir, checkpoint: str = 'best.pt', split: str = 'val',
     d, t = cfg['data'], cfg['training']
     with warnings.catch_warnings():
         warnings.filterwarnings('ignore', message='HQ-SAM .* is built WITHOUT')
-        extractor, caches, model = build_refiner(cfg, verbose=False)
+        extractor, caches, model = build_refiner(cfg, verbose=False,
+                                                 cache_dir=run_cache_dir(run_dir, cfg))
     model.load_state_dict(ck['model'])
     model.eval()
     ds = BoxRefinementDataset(d[f'{split}_ann'], d[f'{split}_img'], train=False,
@@ -545,5 +592,6 @@ def predict_refiner(run_dir, checkpoint: str = 'best.pt', split: str = 'val',
     sampler = EpochBatches(range(len(ds)), t['batch_size'])
     records = []
     for batch in DataLoader(batches, sampler=sampler, batch_size=None):
-        records += _pixel_records(batch, task.refine(batch, split)[-1].float().cpu())
+        out = task.refine(batch, split, margin=t['gate_margin'])
+        records += _pixel_records(batch, out.boxes[-1].float().cpu())
     return records

@@ -171,6 +171,8 @@ def sam_refine_images(run: RefinerRun, images: dict, *, prompt: SamPrompt | None
             r, one = ds.records[i], {k: v[j] for k, v in feats.items()}
             _check_size(r, one['original_size'])
             boxes = denormalize(batch['noisy'][batch['batch_idx'] == j].double(), r['size'])
-            refined[r['name']], fallback[r['name']] = prompt_image(sam, one, boxes, prompt)
-    return refined, skipped, fallback
+            got, why = prompt_image(sam, one, boxes, prompt)
+            refined.setdefault(r['name'], []).append(got)        # an image's chunks, in order
+            fallback.setdefault(r['name'], []).extend(why)
+    return {name: torch.cat(parts) for name, parts in refined.items()}, skipped, fallback
 
