@@ -482,6 +482,12 @@ def _refine_command(p):
                         '(default: %(default)s)')
     p.add_argument('--steps', type=_positive_int, metavar='N',
                    help='refinement steps (default: as many as the run was trained with)')
+    p.add_argument('--gate-margin', type=float, metavar='M',
+                   help="keep a step only where the refiner's predicted IoU rises by at least M "
+                        "(default: the run's training.gate_margin); -1 keeps every step")
+    p.add_argument('--rescore', action='store_true',
+                   help="multiply each refined detection's score by its predicted IoU (the "
+                        "original kept as detector_score)")
     p.add_argument('--method', choices=['refiner', 'sam'], default='refiner',
                    help="refiner: the run's trained refiner; sam: HQ-SAM's mask decoder prompted "
                         "with each box, on the run's cached features, and the mask's tight box "
@@ -539,23 +545,60 @@ def _run_refine(args):
                                   refine_detections, report_path)
     common = dict(output=args.output, score_threshold=args.score_threshold, steps=args.steps,
                   batch_size=args.batch_size, checkpoint=args.checkpoint, device=args.device,
-                  method=args.method, prompt=prompt, cache_dir=args.cache_dir)
+                  method=args.method, prompt=prompt, cache_dir=args.cache_dir,
+                  margin=args.gate_margin)
     if args.detections:
         got = refine_detections(args.run_dir, args.images, args.detections, gt=args.gt,
-                                ann=args.ann, compare=args.compare, **common)
+                                ann=args.ann, compare=args.compare, rescore=args.rescore,
+                                **common)
     else: got = refine_boxes_file(args.run_dir, args.boxes, images=args.images, **common)
     r = got['report']
     left = ', '.join(f"{n} {k.replace('_', ' ')}" for k, n in r['unchanged'].items() if n)
-    how = f"{r['steps']} steps" if r['method'] == 'refiner' else 'HQ-SAM box prompt'
+    how = (f"up to {r['steps']} steps, gate {r['gate_margin']}" if r['method'] == 'refiner'
+           else 'HQ-SAM box prompt')
     print(f"refined {r['refined']} of {r['written']} boxes ({how})"
           + (f"; left as they were: {left}" if left else '')
           + (f"; dropped {r['dropped']} invalid" if r['dropped'] else '')
-          + f"; wrote {args.output}")
+          + f"; {r['boxes_per_s']} boxes/s; wrote {args.output}")
     if 'comparison' in r:
         print(format_comparison(r['comparison']))
         print(f"picture: {compare_path(args.output)}")
     elif 'evaluation' in r: print(format_gains(r['evaluation']))
     if 'evaluation' in r: print(f"report: {report_path(args.output)}")
+
+# %% ../nbs/11_cli.ipynb #1c94ff01
+@subcommand('audit', help="rank a COCO file's annotations by how wrong their boxes look (the "
+                          "refiner's predicted IoU), with the refiner's suggested boxes")
+def _audit_command(p):
+    p.add_argument('--run', required=True, dest='run_dir', metavar='RUN_DIR',
+                   help='folder of a finished `boxrefine train` or `demo` run (its best.pt)')
+    p.add_argument('--ann', required=True, metavar='JSON', help='COCO annotations to audit')
+    p.add_argument('--images', required=True, metavar='DIR', help='their image folder')
+    p.add_argument('--output', required=True, metavar='JSON',
+                   help='the ranked audit (a picture of the worst beside it: AUDIT.png)')
+    p.add_argument('--show', type=_positive_int, default=10, metavar='K',
+                   help='how many of the worst to print and draw (default: %(default)s)')
+    p.add_argument('--gate-margin', type=float, metavar='M',
+                   help="as for refine (default: the run's training.gate_margin)")
+    p.add_argument('--checkpoint', default='best.pt', metavar='NAME',
+                   help='checkpoint in the run folder (default: %(default)s)')
+    p.add_argument('--cache-dir', metavar='DIR',
+                   help='feature cache to read and fill (default: the one inside the run folder)')
+    p.add_argument('--device', help="device (default: the run's; the CPU if that GPU is absent)")
+    p.set_defaults(run=_run_audit)
+
+def _run_audit(args):
+    _need_dir(args.run_dir, 'run folder')
+    _need_file(args.ann, 'annotations file')
+    _need_dir(args.images, 'image folder')
+    _need_output_file(args.output)
+    from boxrefine.audit import audit_annotations, format_audit, write_audit
+    audit = audit_annotations(args.run_dir, args.ann, args.images, margin=args.gate_margin,
+                              checkpoint=args.checkpoint, device=args.device,
+                              cache_dir=args.cache_dir)
+    out, png = write_audit(audit, args.output, args.images, n=args.show)
+    print(format_audit(audit, k=args.show))
+    print(f"wrote {out}" + (f" and {png}" if png else ''))
 
 # %% ../nbs/11_cli.ipynb #cdf088b9
 @subcommand('detr', help='train and evaluate Deformable DETR on COCO-format data')

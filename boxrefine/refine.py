@@ -27,10 +27,10 @@ from .viz import draw_boxes, layer_colours
 
 
 # %% auto #0
-__all__ = ['COMPARE_KEYS', 'METHODS', 'NOISE_LEVELS', 'image_index', 'check_ids_mapped', 'matched_ious', 'refinement_gains',
-           'format_gains', 'compare_gains', 'gains_side_by_side', 'format_comparison', 'refine_entries',
-           'valid_detections', 'with_quality', 'rescored', 'refine_detections', 'compare_path', 'report_path',
-           'jitter_detections', 'refine_boxes_file', 'refined_examples']
+__all__ = ['COMPARE_KEYS', 'METHODS', 'NOISE_LEVELS', 'image_index', 'check_ids_mapped', 'box_problem', 'matched_ious',
+           'refinement_gains', 'format_gains', 'compare_gains', 'gains_side_by_side', 'format_comparison',
+           'refine_entries', 'valid_detections', 'with_quality', 'rescored', 'refine_detections', 'compare_path',
+           'report_path', 'jitter_detections', 'refine_boxes_file', 'refined_examples']
 
 # %% ../nbs/15_refine.ipynb #7f871a09
 def image_index(images, gt: dict | None = None) -> dict:
@@ -61,7 +61,7 @@ def check_ids_mapped(ids, files: dict, images):
 
 
 # %% ../nbs/15_refine.ipynb #fccda837
-def _box_problem(box, fmt: str = 'xywh') -> str | None:
+def box_problem(box, fmt: str = 'xywh') -> str | None:
     "Why a box cannot be refined (not 4 finite numbers, no area), or None."
     if not isinstance(box, (list, tuple)) or len(box) != 4:
         return "bbox is not a list of 4 numbers"
@@ -248,7 +248,7 @@ def valid_detections(dets) -> tuple[list[dict], list[dict]]:
     before, dropped = [], []
     for i, d in enumerate(dets):
         _check_detection(i, d)
-        problem = _box_problem(d['bbox'])
+        problem = box_problem(d['bbox'])
         if problem: dropped.append({'detection': i, 'image_id': d['image_id'], 'reason': problem})
         else: before.append(d)
     return before, dropped
@@ -387,7 +387,7 @@ def refine_boxes_file(run, boxes_file, *, images=None, output=None, method: str 
     for name, found in boxes.items():
         kept[name] = []
         for j, b in enumerate(found):
-            problem = _box_problem(b.get('xyxy') if isinstance(b, dict) else None, 'xyxy')
+            problem = box_problem(b.get('xyxy') if isinstance(b, dict) else None, 'xyxy')
             if problem: dropped.append({'image': name, 'box': j, 'reason': problem})
             else: kept[name].append(dict(b))
     flat = [(name, b) for name, found in kept.items() for b in found]

@@ -364,3 +364,25 @@ def test_refine_run_folder_is_data_not_instructions(demo_run, tmp_path):
     save_checkpoint(run / 'best.pt', **ck)
     r = boxrefine(*args, check=False)
     assert r.returncode == 1 and 'does not match its weights' in r.stderr, r.stderr[-2000:]
+
+
+def test_audit_ranks_a_file_with_moved_boxes(demo_run, tmp_path):
+    "`boxrefine audit`: every annotation ranked by predicted IoU, with a suggestion; bad records counted."
+    out, _ = demo_run
+    gt = json.loads((out / 'data' / 'val.json').read_text())
+    a = gt['annotations'][0]
+    a['bbox'] = [a['bbox'][0] + 0.3 * a['bbox'][2], a['bbox'][1], a['bbox'][2], a['bbox'][3]]   # moved
+    gt['annotations'].append({'id': 10**6, 'image_id': gt['images'][0]['id'], 'category_id': 1,
+                              'bbox': [1, 1, 0, 3]})
+    gt['images'].append({'id': 777, 'file_name': '../outside.png', 'width': 5, 'height': 5})
+    gt['annotations'].append({'id': 10**6 + 1, 'image_id': 777, 'category_id': 1, 'bbox': [1, 1, 2, 2]})
+    (tmp_path / 'ann.json').write_text(json.dumps(gt))
+    r = boxrefine('audit', '--run', out, '--ann', tmp_path / 'ann.json', '--images', out / 'data' / 'images',
+                  '--output', tmp_path / 'audit.json', '--show', 3)
+    audit = json.loads((tmp_path / 'audit.json').read_text())
+    rows, s = audit['annotations'], audit['summary']
+    assert len(rows) == len(gt['annotations']) - 2 and s['invalid_box'] == 1 and s['unknown_image'] == 1, s
+    assert [r['iou_pred'] for r in rows] == sorted(r['iou_pred'] for r in rows)
+    assert a['id'] in {r['annotation_id'] for r in rows}
+    assert all(len(r['suggested_bbox']) == 4 and 0 <= r['label_vs_suggestion'] <= 1 for r in rows)
+    assert (tmp_path / 'audit.png').read_bytes()[:4] == b'\x89PNG' and 'audited' in r.stdout
