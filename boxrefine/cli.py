@@ -736,20 +736,22 @@ def _run_cocoeval(args):
     _need_file(args.detections, 'results file')
     if not 0 <= args.confusion_score <= 1:
         raise UserError(f"--confusion-score must be between 0 and 1, got {args.confusion_score}")
-    import json
-    from boxrefine.detr import (class_metrics, coco_evaluation, coco_stats, format_class_table,
-                                save_eval_plots)
-    ev = coco_evaluation(args.gt, args.detections, args.backend)
+    import json, warnings
+    from boxrefine.evaluate import (class_metrics, coco_evaluation, coco_stats, format_class_table,
+                                    format_stats, save_eval_plots)
+    with warnings.catch_warnings(record=True) as caught:   # what the input checks warn about
+        warnings.simplefilter('always', UserWarning)
+        ev = coco_evaluation(args.gt, args.detections, args.backend)
+        plots = [] if args.plots is None else save_eval_plots(
+            args.gt, args.detections, args.plots, min_score=args.confusion_score, ev=ev)
+    for message in dict.fromkeys(str(w.message) for w in caught):     # once each
+        print(f"boxrefine cocoeval: warning: {message}", file=sys.stderr)
     stats, rows = coco_stats(ev), class_metrics(ev)
-    plots = [] if args.plots is None else save_eval_plots(
-        args.gt, args.detections, args.plots, min_score=args.confusion_score, ev=ev)
     if args.json:
         print(json.dumps({**stats, 'per_class': rows, 'plots': [str(p) for p in plots]}))
         return
-    print('\n'.join(f"{k:>6} {v:.4f}" for k, v in stats.items()))
-    print()
-    print(format_class_table(rows))
-    for p in plots: print(f"wrote {p}")
+    print(format_stats(stats), '', format_class_table(rows), *(f"wrote {p}" for p in plots),
+          sep='\n')
 
 # %% ../nbs/11_cli.ipynb #1699f455
 CIRR_ROOT = './cirr_dataset'     # the default of the old scripts' guides

@@ -18,10 +18,10 @@ from .boxes import clamp_boxes, convert_boxes, jitter_boxes, pairwise_iou
 from .boxgen import (UnsafePathError, cirr_images, load_boxes, path_in_root,
                               write_boxes)
 from .data import image_header_size, read_coco, read_json
-from .detr import evaluate_detections
+from .evaluate import bucket_sums, bucket_table, evaluate_detections, format_buckets
 from .features import IMAGE_EXTENSIONS
-from .refiner import (RefinerRun, bucket_sums, bucket_table, check_steps, format_buckets,
-                               load_run, quality_calibration, refine_images)
+from .refiner import (RefinerRun, check_steps, load_run, quality_calibration,
+                               refine_images)
 from .samprompt import SAM_FALLBACKS, SamPrompt, sam_refine_images
 from .viz import draw_boxes, layer_colours
 

@@ -26,6 +26,8 @@ from .data import (BoxRefinementDataset, EpochBatches, FeatureBatches, image_hea
                             release_batch)
 from .dist import (DistContext, barrier, gather_objects, is_main, reduce_sums,
                             shard_items, wrap_ddp)
+from .evaluate import (IOU_BUCKETS, bucket_label, bucket_sums, bucket_table,
+                                format_buckets)
 from .engine import (finish_run, fit, load_checkpoint, make_loader, resolve_device,
                               resolve_precision, training_run)
 from .features import (FEATURE_NAMES, HQSAMFeatures, cache_for, extract_with_cache,
@@ -34,56 +36,10 @@ from .model import DEFAULT_GATE_MARGIN, BoxRefiner, RefinerOutput, refiner_loss
 
 
 # %% auto #0
-__all__ = ['IOU_BUCKETS', 'RANDOM_RUN_WARNING', 'MAX_BOXES', 'bucket_label', 'bucket_sums', 'bucket_table', 'format_buckets',
-           'RefinerTask', 'quality_calibration', 'apply_modes', 'build_extractor', 'build_refiner', 'prepare_features',
-           'refiner_datasets', 'task_settings', 'train_refiner', 'RefinerRun', 'run_device', 'run_cache_dir',
-           'check_model_shapes', 'load_run', 'BoxesToRefine', 'check_steps', 'box_records', 'refine_images',
-           'predict_refiner']
-
-# %% ../nbs/06b_refiner.ipynb #417cba84
-# input-IoU bucket edges: < 0.5, 0.5–0.7, 0.7–0.9, ≥ 0.9
-IOU_BUCKETS = (0.0, 0.5, 0.7, 0.9, 1.0)
-
-def bucket_label(lo: float, hi: float) -> str:
-    if lo == IOU_BUCKETS[0]: return f"< {hi}"
-    return f">= {lo}" if hi == IOU_BUCKETS[-1] else f"{lo}-{hi}"
-
-def bucket_sums(before, after, edges=IOU_BUCKETS) -> dict[str, float]:
-    "Box counts and IoU sums per input-IoU bucket: what `reduce_sums` adds up across processes."
-    before = torch.as_tensor(before, dtype=torch.float64).flatten().cpu()
-    after = torch.as_tensor(after, dtype=torch.float64).flatten().cpu()
-    which = torch.bucketize(before, torch.tensor(edges[1:-1], dtype=torch.float64), right=True)
-    sums = {}
-    for i in range(len(edges) - 1):
-        m = which == i
-        sums |= {f'{i}_boxes': float(m.sum()), f'{i}_before': float(before[m].sum()),
-                 f'{i}_after': float(after[m].sum()),
-                 f'{i}_improved': float((after[m] > before[m]).sum())}
-    return sums
-
-def bucket_table(sums: dict, edges=IOU_BUCKETS) -> list[dict]:
-    "Mean IoU before and after, the gain and the share improved, per input-IoU bucket."
-    rows = []
-    for i, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
-        n = int(sums[f'{i}_boxes'])
-        mean = lambda k: sums[f'{i}_{k}'] / n if n else None
-        gain = mean('after') - mean('before') if n else None
-        rows.append({'input_iou': bucket_label(lo, hi), 'boxes': n, 'iou_before': mean('before'),
-                     'iou_after': mean('after'), 'gain': gain, 'improved': mean('improved')})
-    return rows
-
-def format_buckets(rows: list[dict]) -> str:
-    "The bucket table as text."
-    lines = [f"{'input IoU':>10} {'boxes':>6} {'before':>7} {'after':>7} {'gain':>7} "
-             f"{'improved':>8}"]
-    for r in rows:
-        if not r['boxes']:
-            lines.append(f"{r['input_iou']:>10} {0:>6}")
-            continue
-        lines.append(f"{r['input_iou']:>10} {r['boxes']:>6} {r['iou_before']:>7.3f} "
-                     f"{r['iou_after']:>7.3f} {r['gain']:>+7.3f} {r['improved']:>8.0%}")
-    return '\n'.join(lines)
-
+__all__ = ['RANDOM_RUN_WARNING', 'MAX_BOXES', 'RefinerTask', 'quality_calibration', 'apply_modes', 'build_extractor',
+           'build_refiner', 'prepare_features', 'refiner_datasets', 'task_settings', 'train_refiner', 'RefinerRun',
+           'run_device', 'run_cache_dir', 'check_model_shapes', 'load_run', 'BoxesToRefine', 'check_steps',
+           'box_records', 'refine_images', 'predict_refiner']
 
 # %% ../nbs/06b_refiner.ipynb #3aaae35f
 def _pinned(batch: dict) -> bool:

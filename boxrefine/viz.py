@@ -219,7 +219,8 @@ def _coco_items(ann_file, img_dir) -> tuple[list[dict], dict]:
     items = []
     for r in records:
         xyxy = denormalize(r['boxes'], r['size']).tolist()
-        truth = [{'xyxy': b, 'label': labels.get(c, c)} for b, c in zip(xyxy, r['category_ids'])]
+        truth = [{'xyxy': b, 'label': labels.get(c, c), 'category_id': c}
+                 for b, c in zip(xyxy, r['category_ids'])]
         items.append({'name': files[r['image_id']], 'image': r['file'], 'image_id': r['image_id'],
                       'layers': {'ground truth': truth}})
     return items, coco
@@ -253,25 +254,25 @@ def from_boxes_file(cls: BoxViewer, boxes_file, cirr_root=None, **kwargs) -> Box
 
 # %% ../nbs/10_viz.ipynb #0147c3a3
 def _with_iou(boxes: list[dict], truth: list[dict]) -> list[dict]:
-    "Each box with `iou`: its IoU with the closest ground-truth box (0 when there is none)."
+    "Each box with `iou`: its IoU with the closest ground-truth box of its `category_id` (or 0)."
     if not boxes or not truth: return [{**b, 'iou': 0.0} for b in boxes]
     m = pairwise_iou(torch.tensor([b['xyxy'] for b in boxes], dtype=torch.float64),
                      torch.tensor([t['xyxy'] for t in truth], dtype=torch.float64))
-    return [{**b, 'iou': float(v)} for b, v in zip(boxes, m.max(1).values)]
+    same = torch.tensor([[b.get('category_id') == t.get('category_id') for t in truth]
+                         for b in boxes])
+    best = torch.where(same, m, torch.zeros_like(m)).max(1).values
+    return [{**b, 'iou': float(v)} for b, v in zip(boxes, best)]
 
 def _detection_layer(source, name: str, coco: dict) -> dict[int, list[dict]]:
     "Image id → box dicts of one set of COCO results (a file or a list), checked against `coco`."
-    from boxrefine.data import read_json
-    from boxrefine.detr import _check_detections
-    is_file = isinstance(source, (str, Path))
-    dets = read_json(source) if is_file else list(source)
-    _check_detections(dets, coco, source if is_file else name)
+    from boxrefine.evaluate import load_detections
     labels = {c['id']: c.get('name', str(c['id'])) for c in coco.get('categories', [])}
     out: dict[int, list[dict]] = {}
-    for d in dets:
+    for d in load_detections(source, coco, name):
         xyxy = convert_boxes(np.asarray(d['bbox'], dtype=float), 'xywh', 'xyxy').tolist()
         out.setdefault(d['image_id'], []).append(
-            {'xyxy': xyxy, 'score': d['score'], 'label': labels.get(d['category_id'])})
+            {'xyxy': xyxy, 'score': d['score'], 'label': labels.get(d['category_id']),
+             'category_id': d['category_id']})
     return out
 
 # %% ../nbs/10_viz.ipynb #b577f8a1

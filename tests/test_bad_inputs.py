@@ -172,6 +172,52 @@ def test_bad_detections_name_file_detection_and_key(tmp_path, coco100):
     assert error(json.dumps(dets)[:50]).startswith(f"{path}: not valid JSON: ")
 
 
+def test_negative_width_ground_truth_is_an_error(tmp_path, coco100):
+    "Before: scored anyway (pycocotools and faster-coco-eval compute an IoU with it)."
+    gt_path, dets = coco100
+    gt = json.loads(gt_path.read_text())
+    gt['annotations'][3]['bbox'][2] = -5
+    (tmp_path / 'gt.json').write_text(json.dumps(gt))
+    with pytest.raises(CocoFormatError) as e:
+        evaluate_detections(tmp_path / 'gt.json', dets)
+    assert str(e.value) == (f"{tmp_path / 'gt.json'}: annotations[3] (id {gt['annotations'][3]['id']}): "
+                            f"bbox width and height must not be negative (got {gt['annotations'][3]['bbox']})")
+    r = boxrefine('cocoeval', 'gt.json', dets, cwd=tmp_path)
+    assert r.returncode == 1 and r.stderr.startswith(
+        "boxrefine cocoeval: error: gt.json: annotations[3] (id ") and r.stderr.count('\n') == 1
+
+
+def test_ground_truth_annotation_id_0_is_renumbered_with_a_warning(tmp_path):
+    "Both libraries read a match on id 0 as 'no match': before, two exact detections scored AP 0.25."
+    gt = {'images': [{'id': 1, 'file_name': 'a.jpg', 'width': 100, 'height': 100}],
+          'categories': [{'id': 1, 'name': 'box'}],
+          'annotations': [{'id': i, 'image_id': 1, 'category_id': 1, 'bbox': b, 'area': 400, 'iscrowd': 0}
+                          for i, b in ((0, [10, 10, 20, 20]), (5, [50, 50, 20, 20]))]}
+    (tmp_path / 'gt.json').write_text(json.dumps(gt))
+    exact = [{'image_id': 1, 'category_id': 1, 'bbox': a['bbox'], 'score': .9} for a in gt['annotations']]
+    for backend in ('faster', 'pycocotools'):
+        with pytest.warns(UserWarning, match=r"gt.json: annotations\[0\] has id 0, .* evaluated as id 6"):
+            assert evaluate_detections(tmp_path / 'gt.json', exact, backend)['AP'] == pytest.approx(1.0)
+
+
+def test_detections_written_as_xyxy_are_named(tmp_path, coco100):
+    "Before: accepted silently (the fake results as xyxy score AP 0.03 instead of 0.50)."
+    gt, dets_path = coco100
+    dets = json.loads(dets_path.read_text())
+    xyxy = [{**d, 'bbox': [x, y, x + w, y + h]} for d in dets for x, y, w, h in [d['bbox']]]
+    path = tmp_path / 'xyxy.json'
+    path.write_text(json.dumps(xyxy))
+    with pytest.warns(UserWarning) as caught:
+        evaluate_detections(gt, path)
+    message = str(caught[0].message)
+    assert message.startswith(f"{path}: 568 of 734 boxes leave their image as COCO's [x, y, width, height] "
+                              "but fit inside it as [x1, y1, x2, y2]"), message
+    assert "e.g. detection 0 (image 42): bbox [" in message and "on a 640x478 image" in message
+    from boxrefine.viz import BoxViewer           # the viewer reads detections through the same check
+    with pytest.warns(UserWarning, match='568 of 734 boxes'):
+        BoxViewer.from_detections(gt, tmp_path, {'mine': path})
+
+
 def test_cocoeval_cli_prints_one_line(tmp_path, coco100):
     gt, dets_path = coco100
     dets = json.loads(dets_path.read_text())

@@ -186,3 +186,54 @@ def test_cocoeval_per_class_agrees_between_backends(fixtures, capsys):
                {k: b[k] for k in ('category_id', 'name', 'gt', 'detections')}
         for k in ('AP', 'AP50', 'AR100'):
             assert (a[k] is None and b[k] is None) or abs(a[k] - b[k]) <= 1e-6, (a, b)
+
+
+def test_cocoeval_says_why_a_statistic_is_missing(fixtures, capsys):
+    "COCO's -1 (no small objects in the shapes) was printed as a score, '-1.0000'."
+    from boxrefine.cli import main
+    shapes = fixtures / 'shapes3'
+    assert main(['cocoeval', str(shapes / 'gt_dataset.json'), str(shapes / 'dt_dataset.json')]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:4] == ['    AP 0.6947', '  AP50 0.6947', '  AP75 0.6947', '   APs n/a (no small objects)']
+    assert lines[9] == '   ARs n/a (no small objects)'
+
+
+def test_cocoeval_warns_of_results_written_as_xyxy(fixtures, tmp_path, capsys):
+    "Results in xyxy were scored without a word (the fake results: AP 0.03 instead of 0.50)."
+    from boxrefine.cli import main
+    c100 = fixtures / 'coco_val2014_100'
+    dets = json.loads((c100 / 'instances_val2014_fakebbox100_results.json').read_text())
+    path = tmp_path / 'xyxy.json'
+    path.write_text(json.dumps([{**d, 'bbox': [x, y, x + w, y + h]} for d in dets for x, y, w, h in [d['bbox']]]))
+    assert main(['cocoeval', str(c100 / 'instances_val2014_100.json'), str(path), '--plots', str(tmp_path / 'p')]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1, err                     # once, though evaluation and plots each read the file
+    assert err[0].startswith(f"boxrefine cocoeval: warning: {path}: 568 of 734 boxes leave their image")
+    assert 'e.g. detection 0 (image 42): bbox [' in err[0]
+
+
+def test_f1_counts_low_scored_false_positives():
+    "4 objects; hits at 0.9, 0.8, 0.6; false positives at 0.7, 0.3, 0.2, 0.1. F1 written by hand."
+    from boxrefine.evaluate import detection_matches, f1_confidence
+    gt = {'images': [{'id': 1, 'file_name': 'a.jpg', 'width': 400, 'height': 100}],
+          'categories': [{'id': 1, 'name': 'box'}],
+          'annotations': [{'id': i + 1, 'image_id': 1, 'category_id': 1, 'area': 400, 'iscrowd': 0,
+                           'bbox': [10 + 100 * i, 10, 20, 20]} for i in range(4)]}
+    det = lambda box, s: {'image_id': 1, 'category_id': 1, 'bbox': box, 'score': s}
+    hit = lambda i, s: det([10 + 100 * i, 10, 20, 20], s)
+    dets = [hit(0, .9), hit(1, .8), det([60, 60, 20, 20], .7), hit(2, .6)] + [det([60, 60, 20, 20], s) for s in (.3, .2, .1)]
+    conf, f1 = f1_confidence(detection_matches(gt, dets), [0, .25, .5, .65, .75, .85, .95])
+    # at 0 all 7 are kept: P 3/7, R 3/4 (interpolated precision said 3/4, so F1 0.75 and "deploy at 0")
+    assert f1[0] == pytest.approx([6 / 11, 6 / 9, 6 / 8, 4 / 7, 4 / 6, 2 / 5, 0])
+
+
+def test_pr_curves_of_a_sparse_set_draw_each_category(fixtures):
+    "On one axes, the shapes' arrow and star curves (precision 1 throughout) lay on each other and on the frame."
+    from boxrefine.evaluate import PRCurves, coco_evaluation, pr_figure
+    shapes = fixtures / 'shapes3'
+    fig = pr_figure(PRCurves.from_eval(coco_evaluation(shapes / 'gt_dataset.json', shapes / 'dt_dataset.json')))
+    titles = [a.get_title() for a in fig.axes if a.axison]
+    assert titles == ['all categories', 'cloud: AP50 0.442', 'heart: AP50 0.337', 'arrow: AP50 1.000',
+                      'star: AP50 1.000']
+    for ax in fig.axes[1:5]:
+        assert ax.get_ylim() == (-0.04, 1.04) and len(ax.get_lines()) == 1
