@@ -27,11 +27,11 @@ from PIL import Image, ImageDraw, ImageFilter
 
 import torch
 
-from boxrefine.boxgen import (_spectral_boxes, cirr_images, generate_boxes, load_yolo,
-                              main_object_iou, read_image, saliency_boxes)
+from boxrefine.boxgen import cirr_images, generate_boxes, load_yolo, read_image
+from boxrefine.saliency import main_object_iou, saliency_boxes, spectral_residual_boxes
 from boxrefine.testing import fixtures_dir
 
-METHODS = {'old (spectral residual)': _spectral_boxes, 'new (object-level)': saliency_boxes}
+METHODS = {'old (spectral residual)': spectral_residual_boxes, 'new (object-level)': saliency_boxes}
 
 
 def photo_quality(photos: Path) -> dict:

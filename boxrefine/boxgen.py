@@ -12,25 +12,40 @@ import os
 import re
 import statistics
 import time
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path, PureWindowsPath
+from typing import Callable
 
 import cv2
 import numpy as np
-import scipy.fft
 import torch
+import torchvision.ops
+from fastcore.basics import patch
 from torchvision.ops import box_iou, nms
 from tqdm.auto import tqdm
 
+from . import __version__
 from .atomic import atomic_write_bytes
+from .dist import shard_items
 from .features import ImageLoadError, load_image
+from .saliency import (
+    BORDER_STRIP, MBD_PASSES, PROPOSAL_NMS_IOU, SALIENCY_MIN_SIDE, SALIENCY_WORK_SIZE,
+    main_object_iou, saliency_boxes, saliency_map)
+
+_all_ = ['SALIENCY_WORK_SIZE', 'SALIENCY_MIN_SIDE', 'MBD_PASSES', 'BORDER_STRIP',  # re-exported
+         'PROPOSAL_NMS_IOU', 'saliency_map', 'main_object_iou', 'saliency_boxes']
 
 # %% auto #0
-__all__ = ['CIRR_SPLITS', 'IMAGE_ERRORS', 'SALIENCY_WORK_SIZE', 'SALIENCY_MIN_SIDE', 'MBD_PASSES', 'BORDER_STRIP',
-           'PROPOSAL_NMS_IOU', 'UNTRUSTED_WEIGHTS', 'BOXGEN_METHODS', 'SIZE_BINS', 'UnsafePathError', 'path_in_root',
-           'find_split_file', 'split_entries', 'cirr_split', 'cirr_images', 'read_image', 'saliency_map',
-           'main_object_iou', 'saliency_boxes', 'check_yolo_config', 'resolve_yolo_weights', 'load_yolo', 'yolo_boxes',
-           'merge_hybrid', 'meta_path', 'default_output', 'write_boxes', 'generate_boxes', 'load_boxes', 'box_stats',
-           'format_stats', 'safe_filename', 'boxes_images', 'show_boxes', 'merge_boxes']
+__all__ = ['CIRR_SPLITS', 'IMAGE_ERRORS', 'UNTRUSTED_WEIGHTS', 'BOXGEN_METHODS', 'SIZE_BINS', 'UnsafePathError', 'path_in_root',
+           'find_split_file', 'split_entries', 'cirr_split', 'cirr_images', 'read_image', 'check_yolo_config',
+           'resolve_yolo_weights', 'load_yolo', 'yolo_boxes', 'merge_hybrid', 'box_maker', 'meta_path',
+           'default_output', 'write_boxes', 'BoxgenRun', 'start_run', 'read_batch', 'generate_boxes', 'load_boxes',
+           'box_stats', 'format_stats', 'safe_filename', 'boxes_images', 'show_boxes', 'read_shards', 'merge_boxes',
+           'SALIENCY_WORK_SIZE', 'SALIENCY_MIN_SIDE', 'MBD_PASSES', 'BORDER_STRIP', 'PROPOSAL_NMS_IOU', 'saliency_map',
+           'main_object_iou', 'saliency_boxes']
 
 # %% ../nbs/08_boxgen.ipynb #1f748305
 class UnsafePathError(ValueError):
@@ -80,7 +95,6 @@ def cirr_split(root, split: str, max_images: int | None = None, *,
     "Name → real path of the entries inside `root`, and name → why for those refused, in order."
     entries = split_entries(root, split, max_images)
     if shard and shard[1] > 1:
-        from boxrefine.dist import shard_items
         entries = dict(shard_items(entries.items(), *shard))
     images, refused = {}, {}
     for name, rel in entries.items():
@@ -99,203 +113,12 @@ def read_image(path) -> np.ndarray:
     "An image as an HxWx3 BGR uint8 array, read by `load_image` (its errors name a bad file)."
     return cv2.cvtColor(np.asarray(load_image(path)), cv2.COLOR_RGB2BGR)
 
-# %% ../nbs/08_boxgen.ipynb #d5c34fbf
-SALIENCY_WORK_SIZE = 128   # long side of the image the saliency map is computed on
-SALIENCY_MIN_SIDE = 16     # least short side there: a 20x2000 strip is not squashed to one row
-MBD_PASSES = 2             # raster passes of the minimum barrier distance, four sweeps each
-BORDER_STRIP = 0.1         # each border strip's share of the image's height or width
-
-def _bgr(image) -> np.ndarray:
-    "`image` as HxWx3 BGR uint8: grey (HxW or HxWx1) and BGRA arrays are converted."
-    image = np.asarray(image)
-    if image.dtype != np.uint8 or image.ndim not in (2, 3) or image.size == 0 or (
-            image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
-        raise ValueError(f"expected an HxW, HxWx3 or HxWx4 uint8 image (as read_image gives), "
-                         f"got shape {image.shape} and dtype {image.dtype}")
-    if image.ndim == 2 or image.shape[2] == 1: return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR) if image.shape[2] == 4 else image
-
-def _work_image(image: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
-    "`image` shrunk to its working size, and the x and y scales from original to working pixels."
-    h, w = image.shape[:2]
-    s = min(1.0, SALIENCY_WORK_SIZE / max(h, w))
-    size = tuple(min(n, max(round(n * s), SALIENCY_MIN_SIDE)) for n in (w, h))
-    if size == (w, h): return image, (1.0, 1.0)
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA), (size[0] / w, size[1] / h)
-
-# %% ../nbs/08_boxgen.ipynb #a897745f
-def _mbd(lab: np.ndarray, passes: int = MBD_PASSES) -> np.ndarray:
-    "Minimum barrier distance from each pixel to the image border, summed over the channels."
-    img = np.ascontiguousarray(np.moveaxis(lab, -1, 0), dtype=np.float32)   # channels first
-    dist = np.full(img.shape, np.inf, np.float32)
-    dist[:, [0, -1]] = 0
-    dist[:, :, [0, -1]] = 0
-    hi, lo = img.copy(), img.copy()          # the highest and lowest value on each best path
-    for _ in range(passes):
-        for arrays in ((dist, hi, lo, img), [a.transpose(0, 2, 1) for a in (dist, hi, lo, img)]):
-            d, u, l, im = arrays             # rows, then columns (the transposed views)
-            n = im.shape[1]
-            forward = zip(range(1, n), range(n - 1))
-            backward = zip(range(n - 2, -1, -1), range(n - 1, 0, -1))
-            for rows in (forward, backward):
-                for i, prev in rows:         # extend the paths of the previous row by one step
-                    up = np.maximum(u[:, prev], im[:, i])
-                    down = np.minimum(l[:, prev], im[:, i])
-                    new = up - down
-                    better = new < d[:, i]
-                    np.copyto(d[:, i], new, where=better)
-                    np.copyto(u[:, i], up, where=better)
-                    np.copyto(l[:, i], down, where=better)
-    return dist.sum(0)
-
-# %% ../nbs/08_boxgen.ipynb #480b00df
-def _unit(x: np.ndarray) -> np.ndarray:
-    lo, hi = float(x.min()), float(x.max())
-    return (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
-
-def _backgroundness(lab: np.ndarray) -> np.ndarray:
-    "How unlike the four border strips a pixel's colour is; the strip most unlike is left out."
-    h, w = lab.shape[:2]
-    pixels = lab.reshape(-1, 3)
-    bh, bw = max(1, round(h * BORDER_STRIP)), max(1, round(w * BORDER_STRIP))
-    maps = []
-    for strip in (lab[:bh], lab[-bh:], lab[:, :bw], lab[:, -bw:]):
-        colours = strip.reshape(-1, 3)
-        centred = colours - colours.mean(0)
-        cov = centred.T @ centred / len(colours) + np.eye(3)   # + 1: a flat strip stays finite
-        d = pixels - colours.mean(0)
-        maps.append(_unit(np.sqrt(((d @ np.linalg.inv(cov)) * d).sum(1))))
-    maps = np.stack(maps)
-    return _unit(maps.sum(0) - maps.max(0)).reshape(h, w)
-
-def saliency_map(image: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
-    "Saliency in [0, 1] of an image at working size, and the x and y scales to working pixels."
-    small, scale = _work_image(_bgr(image))
-    lab = cv2.cvtColor(small, cv2.COLOR_BGR2LAB).astype(np.float32)
-    if lab.reshape(-1, 3).std(0).max() < 1:     # no contrast: nothing stands out
-        return np.zeros(lab.shape[:2], np.float32), scale
-    return _unit(_unit(_mbd(lab)) + _backgroundness(lab)), scale
-
-# %% ../nbs/08_boxgen.ipynb #ce40cc3f
-PROPOSAL_NMS_IOU = 0.7    # a proposal this close to a better-ranked one adds nothing
-
-def _regions(mask: np.ndarray, min_px: float) -> list[tuple[list[int], int]]:
-    "Boxes (working pixels) and areas of the connected regions of `mask`, largest first."
-    mask = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
-    n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-    found = [([x, y, x + w, y + h], a) for x, y, w, h, a in stats[1:].tolist() if a >= min_px]
-    return sorted(found, key=lambda r: -r[1])
-
-def _hysteresis(sal: np.ndarray, high: float, low: float) -> np.ndarray:
-    "Pixels above `low` that are connected to a pixel above `high`."
-    _, labels = cv2.connectedComponents((sal > low).astype(np.uint8), connectivity=8)
-    seeds = np.unique(labels[sal > high])
-    return np.isin(labels, seeds[seeds > 0])
-
-def _union(regions: list) -> list[int] | None:
-    if not regions: return None
-    b = np.array([r[0] for r in regions])
-    return [*b[:, :2].min(0).tolist(), *b[:, 2:].max(0).tolist()]
-
-def _mass_box(sal: np.ndarray, tail: float = 0.02) -> list[int] | None:
-    "The box that leaves out `tail` of the squared saliency on each of its four sides."
-    w = sal.astype(np.float64) ** 2
-    if w.sum() <= 0: return None
-    def span(m):
-        c = np.cumsum(m) / m.sum()
-        return int(np.searchsorted(c, tail)), int(np.searchsorted(c, 1 - tail)) + 1
-    (x0, x1), (y0, y1) = span(w.sum(0)), span(w.sum(1))
-    return [x0, y0, x1, y1]
-
-# %% ../nbs/08_boxgen.ipynb #6d877ccf
-def main_object_iou(found: list[dict], truth) -> tuple[float, float]:
-    "IoU of the first box in `found` with the `truth` box (xyxy), and the best IoU of any box."
-    if not found: return 0.0, 0.0
-    iou = box_iou(torch.tensor([truth], dtype=torch.float64),
-                  torch.tensor([b['xyxy'] for b in found], dtype=torch.float64))[0]
-    return float(iou[0]), float(iou.max())
-
-# %% ../nbs/08_boxgen.ipynb #98a16fd8
-def saliency_boxes(image: np.ndarray, min_area: float = 0.01, max_boxes: int = 10) -> list[dict]:
-    "Ranked boxes (original pixels, `xyxy`) of an image's salient object: the whole object first."
-    sal, (sx, sy) = saliency_map(image)
-    if sal.max() <= 0: return []
-    t = max(cv2.threshold((sal * 255).astype(np.uint8), 0, 255,
-                          cv2.THRESH_BINARY + cv2.THRESH_OTSU)[0] / 255, 0.05)
-    min_px = max(min_area * sal.size, 1)
-    whole = _regions(_hysteresis(sal, t, t / 2), min_px)   # each object, grown from its core
-    core = _regions(sal > t, min_px)                        # the most salient parts
-    ranked = [_union(whole), _union(core), *(r[0] for r in core + whole), _mass_box(sal)]
-    ranked = [b for b in ranked if b is not None]
-    if not ranked: return []
-    boxes = torch.tensor(ranked, dtype=torch.float64)
-    keep = nms(boxes, -torch.arange(len(ranked), dtype=torch.float64), PROPOSAL_NMS_IOU)
-    H, W = image.shape[:2]
-    out = []
-    for x0, y0, x1, y1 in boxes[keep].int().tolist():
-        if (x1 - x0) * (y1 - y0) < min_px: continue
-        xyxy = [x0 / sx, y0 / sy, min(x1 / sx, W), min(y1 / sy, H)]
-        out.append({'xyxy': [float(v) for v in xyxy], 'score': float(sal[y0:y1, x0:x1].mean()),
-                    'label': 'salient', 'source': 'saliency'})
-    return out[:max_boxes]
-
-# %% ../nbs/08_boxgen.ipynb #eab33693
-_SPECTRAL_WORK_SIZE = 256   # long side of the image the spectral-residual map is computed on
-_SPECTRAL_SCALES = (1, 2)   # spectra of the working image and of its half-size copy, averaged
-
-def _spectral_residual(image: np.ndarray, factor: int = 1) -> np.ndarray:
-    "Hou & Zhang's saliency of HxWxC `image` shrunk by `factor`, summed over channels, full size."
-    small = image if factor == 1 else cv2.resize(
-        image, (max(1, image.shape[1] // factor), max(1, image.shape[0] // factor)),
-        interpolation=cv2.INTER_AREA)
-    spectrum = scipy.fft.fft2(small.astype(np.float32), axes=(0, 1))
-    amp = np.abs(spectrum) + 1e-8
-    log_amp = np.log(amp)
-    residual = log_amp - cv2.blur(log_amp, (3, 3))
-    # exp(residual + i·phase) = exp(residual) · spectrum / |spectrum|: no complex exponential
-    sal = np.abs(scipy.fft.ifft2(spectrum * (np.exp(residual) / amp), axes=(0, 1))) ** 2
-    # a flat channel (a and b of a grey image) has an all-zero spectrum: its 1e-8 floor makes a
-    # huge constant map that swamps the other channels in float32; it is not salient anywhere
-    sal[..., small.reshape(-1, small.shape[-1]).std(0) < 1e-3] = 0
-    sal = cv2.GaussianBlur(sal.sum(-1).astype(np.float32), (0, 0), 2 / factor)
-    if factor == 1: return sal
-    return cv2.resize(sal, image.shape[1::-1], interpolation=cv2.INTER_LINEAR)
-
-def _spectral_boxes(image: np.ndarray, min_area: float = 0.01, max_boxes: int = 10) -> list[dict]:
-    "The spectral-residual boxes boxgen made before the object-level method (for the bench)."
-    h, w = image.shape[:2]
-    scale = min(1.0, _SPECTRAL_WORK_SIZE / max(h, w))
-    small = image if scale == 1 else cv2.resize(
-        image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
-    lab = cv2.cvtColor(small, cv2.COLOR_BGR2LAB)
-    if lab.reshape(-1, 3).std(0).max() < 1: return []    # no contrast, nothing stands out
-    sal = sum(_unit(_spectral_residual(lab, f)) for f in _SPECTRAL_SCALES) / len(_SPECTRAL_SCALES)
-    if sal.max() <= 0: return []
-    _, mask = cv2.threshold((sal * 255).astype(np.uint8), 0, 255,
-                            cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-    mean_sal = np.bincount(labels.ravel(), weights=sal.ravel(), minlength=n) / np.maximum(
-        stats[:, 4], 1)
-    boxes = []
-    for i in range(1, n):
-        x, y, bw, bh, _ = stats[i]
-        if bw * bh < min_area * sal.size: continue
-        xyxy = [x / scale, y / scale, min((x + bw) / scale, w), min((y + bh) / scale, h)]
-        boxes.append({'xyxy': [float(v) for v in xyxy], 'score': float(mean_sal[i]),
-                      'label': 'salient', 'source': 'saliency'})
-    return sorted(boxes, key=lambda b: -b['score'])[:max_boxes]
-
 # %% ../nbs/08_boxgen.ipynb #84c26bff
 def _ultralytics():
+    "The ultralytics package, imported offline and only when YOLO is used (it is heavy)."
     os.environ.setdefault('YOLO_OFFLINE', '1')
     import ultralytics
     return ultralytics
-
-UNTRUSTED_WEIGHTS = ("{weights}: YOLO weights are loaded with pickle, and a .pt file is a Python "
-                     "pickle that can run any code when loaded; pass --trust-weights "
-                     "(trust_weights=True) only for a file you trust, such as yolov8n.pt from "
-                     "the ultralytics releases, or use --method saliency")
 
 def _is_layer_class(obj) -> bool:
     return isinstance(obj, type) and issubclass(obj, torch.nn.Module)
@@ -312,10 +135,10 @@ def _literal_nn_call(spec) -> bool:
     layer = getattr(torch.nn, func.rsplit('.', 1)[1], None)
     return _is_layer_class(layer) and all(k.arg for k in call.keywords)
 
+# %% ../nbs/08_boxgen.ipynb #d40c4756
 def check_yolo_config(config) -> dict:
     "The model dict of a YOLO config, refused if ultralytics would run code from it."
     _ultralytics()
-    import torchvision.ops
     from ultralytics.nn import tasks
     d = tasks.yaml_model_load(config)
     refuse = lambda why: ValueError(f"YOLO model config {config}: {why}; refused, "
@@ -337,6 +160,12 @@ def check_yolo_config(config) -> dict:
             raise refuse(f"layer {i} names {name!r:.100}, which is not a torch.nn.Module class")
     return d
 
+# %% ../nbs/08_boxgen.ipynb #00fb4cde
+UNTRUSTED_WEIGHTS = ("{weights}: YOLO weights are loaded with pickle, and a .pt file is a Python "
+                     "pickle that can run any code when loaded; pass --trust-weights "
+                     "(trust_weights=True) only for a file you trust, such as yolov8n.pt from "
+                     "the ultralytics releases, or use --method saliency")
+
 def resolve_yolo_weights(weights: str = 'yolov8n.pt', allow_random_init: bool = False, *,
                          trust_weights: bool = False) -> tuple[str, bool]:
     "The local weights file (or checked model config) to build YOLO from, and whether it is one."
@@ -347,18 +176,20 @@ def resolve_yolo_weights(weights: str = 'yolov8n.pt', allow_random_init: bool = 
                              "(--allow-random-init)")
         check_yolo_config(weights)
         return str(weights), True
-    if not trust_weights: raise ValueError(UNTRUSTED_WEIGHTS.format(weights=weights))
     _ultralytics()
     from ultralytics.utils import SETTINGS
     candidates = [Path(weights), Path(SETTINGS['weights_dir']) / Path(weights).name]
-    for c in candidates:
-        if c.is_file(): return str(c.resolve()), False
-    raise FileNotFoundError(f"YOLO weights {weights} not found (looked in "
-                            f"{', '.join(str(c) for c in candidates)}); nothing is downloaded "
-                            "here: copy the .pt file (e.g. yolov8n.pt from the ultralytics "
-                            "releases) to this machine and pass --weights PATH, or use "
-                            "--method saliency")
+    found = next((c for c in candidates if c.is_file()), None)   # looking opens nothing
+    if found is None:
+        raise FileNotFoundError(f"YOLO weights {weights} not found (looked in "
+                                f"{', '.join(str(c) for c in candidates)}); nothing is downloaded "
+                                "here: copy the .pt file (e.g. yolov8n.pt from the ultralytics "
+                                "releases) to this machine and pass --weights PATH, or use "
+                                "--method saliency")
+    if not trust_weights: raise ValueError(UNTRUSTED_WEIGHTS.format(weights=weights))
+    return str(found.resolve()), False
 
+# %% ../nbs/08_boxgen.ipynb #d7415a08
 def load_yolo(weights: str = 'yolov8n.pt', allow_random_init: bool = False, *,
               trust_weights: bool = False):
     "An ultralytics YOLO model from local weights (trusted) or a checked config, and a description."
@@ -367,12 +198,11 @@ def load_yolo(weights: str = 'yolov8n.pt', allow_random_init: bool = False, *,
     _ultralytics()
     from ultralytics import YOLO
     if random_init:
-        import warnings
         warnings.warn(f"YOLO is built from {path} WITHOUT weights (random init): its boxes mean "
                       "nothing", UserWarning, stacklevel=2)
     return YOLO(path), {'weights': path, 'random_init': random_init}
 
-def yolo_boxes(model, images: list[np.ndarray], conf: float = 0.25, classes=None, device=None,
+def yolo_boxes(model, images: list[np.ndarray], *, conf: float = 0.25, classes=None, device=None,
                imgsz: int = 640) -> list[list[dict]]:
     "YOLO boxes (original pixels, `xyxy`) for a batch of BGR images, one list per image."
     results = model.predict(images, conf=conf, classes=classes, device=device, imgsz=imgsz,
@@ -385,7 +215,7 @@ def yolo_boxes(model, images: list[np.ndarray], conf: float = 0.25, classes=None
     return out
 
 # %% ../nbs/08_boxgen.ipynb #57304b5f
-def merge_hybrid(yolo: list[dict], saliency: list[dict], overlap_iou: float = 0.3,
+def merge_hybrid(yolo: list[dict], saliency: list[dict], *, overlap_iou: float = 0.3,
                  nms_iou: float = 0.5) -> list[dict]:
     "YOLO boxes plus the saliency boxes they do not cover, after NMS, best first."
     if yolo and saliency:
@@ -398,9 +228,34 @@ def merge_hybrid(yolo: list[dict], saliency: list[dict], overlap_iou: float = 0.
                torch.tensor([b['score'] for b in merged], dtype=torch.float64), nms_iou)
     return [merged[i] for i in keep.tolist()]
 
-# %% ../nbs/08_boxgen.ipynb #724fd2a3
+# %% ../nbs/08_boxgen.ipynb #ebac967f
 BOXGEN_METHODS = ('yolo', 'saliency', 'hybrid')
 
+def box_maker(method: str, *, weights: str = 'yolov8n.pt', allow_random_init: bool = False,
+              trust_weights: bool = False, conf: float = 0.25, classes: list[int] | None = None,
+              device=None, imgsz: int = 640, min_area: float = 0.01, max_boxes: int = 10,
+              overlap_iou: float = 0.3, nms_iou: float = 0.5) -> tuple[Callable, dict]:
+    "A function from a batch of BGR images to their boxes by `method`, and its parameters."
+    if method not in BOXGEN_METHODS:
+        raise ValueError(f"method must be one of {BOXGEN_METHODS}, got {method!r}")
+    params, model = {'min_area': min_area, 'max_boxes': max_boxes}, None
+    if method != 'saliency':
+        model, yinfo = load_yolo(weights, allow_random_init, trust_weights=trust_weights)
+        params |= {'weights': yinfo['weights'], 'random_init': yinfo['random_init'], 'conf': conf,
+                   'classes': classes, 'imgsz': imgsz}
+    if method == 'hybrid': params |= {'overlap_iou': overlap_iou, 'nms_iou': nms_iou}
+
+    def boxes_of(images: list[np.ndarray]) -> list[list[dict]]:
+        found = (yolo_boxes(model, images, conf=conf, classes=classes, device=device, imgsz=imgsz)
+                 if model is not None else [[] for _ in images])
+        if method == 'yolo': return found
+        salient = [saliency_boxes(im, min_area=min_area, max_boxes=max_boxes) for im in images]
+        if method == 'saliency': return salient
+        return [merge_hybrid(y, s, overlap_iou=overlap_iou, nms_iou=nms_iou)
+                for y, s in zip(found, salient)]
+    return boxes_of, params
+
+# %% ../nbs/08_boxgen.ipynb #724fd2a3
 def meta_path(output) -> Path:
     "The metadata sidecar of a boxes file: `x.json` → `x.meta.json`."
     output = Path(output)
@@ -411,24 +266,23 @@ def default_output(method: str, split: str, shard: tuple[int, int] | None = None
     part = f".shard-{shard[0]}-of-{shard[1]}" if shard and shard[1] > 1 else ''
     return f"cirr_boxes_{method}_{split}{part}.json"
 
+# %% ../nbs/08_boxgen.ipynb #dc5ce920
 def _round_box(b: dict) -> dict:
     return {'xyxy': [round(float(v), 2) for v in b['xyxy']], 'score': round(float(b['score']), 4),
             'label': b['label'], 'source': b['source']}
 
 def _versions() -> dict:
-    import boxrefine
-    out = {'boxrefine': boxrefine.__version__, 'torch': torch.__version__,
-           'opencv': cv2.__version__, 'numpy': np.__version__}
-    try:
-        from importlib.metadata import version
-        out['ultralytics'] = version('ultralytics')
-    except Exception: pass
+    "The versions of the packages that make a boxes file."
+    out = {'boxrefine': __version__, 'torch': torch.__version__, 'opencv': cv2.__version__,
+           'numpy': np.__version__}
+    try: out['ultralytics'] = version('ultralytics')
+    except PackageNotFoundError: pass
     return out
 
 def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
-def write_boxes(output, boxes: dict, meta: dict, previous: str | None = None) -> str:
+def write_boxes(output, boxes: dict, meta: dict, *, previous: str | None = None) -> str:
     "Write the sidecar, then the boxes file it names by digest; returns that digest."
     output = Path(output)
     data = (json.dumps(boxes, indent=1) + '\n').encode()
@@ -438,6 +292,7 @@ def write_boxes(output, boxes: dict, meta: dict, previous: str | None = None) ->
     atomic_write_bytes(output, data, fsync=False)
     return digest
 
+# %% ../nbs/08_boxgen.ipynb #47f3eaa5
 def _load_previous(output: Path, params: dict, overwrite: bool) -> tuple[dict, dict, str | None]:
     "Boxes, image sizes and digest of an earlier run of `params` that its sidecar vouches for."
     if overwrite or not output.is_file(): return {}, {}, None
@@ -463,14 +318,108 @@ def _load_previous(output: Path, params: dict, overwrite: bool) -> tuple[dict, d
     boxes = {n: b for n, b in boxes.items() if n in sizes and isinstance(b, list)}
     return boxes, {n: sizes[n] for n in boxes}, digest
 
-def generate_boxes(cirr_root, split: str, method: str = 'saliency', output=None,
+# %% ../nbs/08_boxgen.ipynb #fdfaebf3
+@dataclass
+class BoxgenRun:
+    "A boxgen run: its output and parameters, the split's images in order, what is done or failed."
+    output: Path
+    params: dict                    # method and settings, as the sidecar records them
+    cirr_root: str                  # resolved
+    images: dict                    # name → real path of the entries inside the root
+    n_images: int                   # the split's entries, refused ones included
+    failed: dict                    # name → why: refused entries, images that could not be read
+    boxes: dict = field(default_factory=dict)
+    sizes: dict = field(default_factory=dict)      # name → [width, height]
+    on_disk: str | None = None      # digest of the boxes file on disk
+
+    @property
+    def title(self) -> str: return f"boxgen {self.params['method']} {self.params['split']}"
+
+def start_run(output, params: dict, cirr_root, images: dict, refused: dict, *,
+              overwrite: bool = False) -> BoxgenRun:
+    "A run of `params` into `output`, resumed from an earlier one that its sidecar vouches for."
+    boxes, sizes, on_disk = _load_previous(Path(output), params, overwrite)
+    boxes = {n: b for n, b in boxes.items() if n in images}   # never keep a refused entry
+    return BoxgenRun(Path(output), params, str(Path(cirr_root).resolve()), images,
+                     len(images) + len(refused), dict(refused), boxes, sizes, on_disk)
+
+@patch
+def save(self: BoxgenRun, complete: bool):
+    "Write the boxes done so far, in split order, and their sidecar."
+    ordered = {n: self.boxes[n] for n in self.images if n in self.boxes}
+    meta = {'params': self.params, 'cirr_root': self.cirr_root, 'versions': _versions(),
+            'images': self.n_images, 'done': len(ordered), 'failed': self.failed,
+            'complete': complete, 'random_init': bool(self.params.get('random_init', False)),
+            'image_sizes': {n: self.sizes[n] for n in ordered}}
+    self.on_disk = write_boxes(self.output, ordered, meta, previous=self.on_disk)
+
+# %% ../nbs/08_boxgen.ipynb #9ad3bb5e
+def read_batch(names: list[str], images: dict, failed: dict, *, strict: bool = False) -> tuple:
+    "The names and BGR arrays of the images that can be read; the others go to `failed`, with why."
+    read, pics = [], []
+    for name in names:
+        try:
+            pics.append(read_image(images[name]))
+            read.append(name)
+        except IMAGE_ERRORS as e:
+            if strict: raise
+            failed[name] = str(e)
+    return read, pics
+
+# %% ../nbs/08_boxgen.ipynb #a60ac49d
+@patch
+def process(self: BoxgenRun, boxes_of: Callable, *, batch_size: int = 16, save_every: int = 500,
+            strict: bool = False, progress: bool = True) -> int:
+    "Box the images not done yet, batch by batch; save every `save_every` images and at the end."
+    todo = [n for n in self.images if n not in self.boxes]
+    if self.boxes:
+        print(f"resuming {self.output}: {len(self.boxes)} of {self.n_images} images done, "
+              f"{len(todo)} to go")
+    bar = tqdm(total=len(todo), desc=self.title, unit='img', disable=not progress)
+    t0, done_now, since_save = time.perf_counter(), 0, 0
+    for start in range(0, len(todo), batch_size):
+        batch = todo[start:start + batch_size]
+        names, pics = read_batch(batch, self.images, self.failed, strict=strict)
+        for name, pic, found in zip(names, pics, boxes_of(pics) if names else []):
+            self.boxes[name] = [_round_box(b) for b in found]
+            self.sizes[name] = [pic.shape[1], pic.shape[0]]
+        done_now += len(names)
+        since_save += len(batch)
+        bar.update(len(batch))
+        bar.set_postfix({'img/s': f"{done_now / (time.perf_counter() - t0):.1f}",
+                         'failed': len(self.failed)})
+        if since_save >= save_every:
+            self.save(False)
+            since_save = 0
+    bar.close()
+    self.save(True)
+    return done_now
+
+# %% ../nbs/08_boxgen.ipynb #b81df6f5
+@patch
+def report(self: BoxgenRun, processed: int, seconds: float) -> dict:
+    "The run's figures, also printed in one line."
+    found = self.boxes.values()
+    out = {'output': str(self.output), 'images': self.n_images,
+           'with_boxes': sum(bool(b) for b in found), 'boxes': sum(len(b) for b in found),
+           'processed_now': processed, 'failed': len(self.failed),
+           'refused': self.n_images - len(self.images), 'seconds': round(seconds, 2),
+           'images_per_s': round(processed / seconds, 2) if seconds > 0 else None}
+    listed = f" (listed in {meta_path(self.output)})" if self.failed else ''
+    print(f"{self.title}: {out['boxes']} boxes on {out['with_boxes']} of {self.n_images} images, "
+          f"{len(self.failed)} failed{listed}, {processed} processed in {seconds:.1f}s; "
+          f"wrote {self.output}")
+    return out
+
+# %% ../nbs/08_boxgen.ipynb #a7e0b2c4
+def generate_boxes(cirr_root, split: str, method: str = 'saliency', output=None, *,
                    max_images: int | None = None, weights: str = 'yolov8n.pt',
-                   allow_random_init: bool = False, batch_size: int = 16, conf: float = 0.25,
-                   classes: list[int] | None = None, device=None, imgsz: int = 640,
-                   min_area: float = 0.01, max_boxes: int = 10, overlap_iou: float = 0.3,
-                   nms_iou: float = 0.5, save_every: int = 500, strict: bool = False,
-                   overwrite: bool = False, progress: bool = True,
-                   shard: tuple[int, int] | None = None, *, trust_weights: bool = False) -> dict:
+                   allow_random_init: bool = False, trust_weights: bool = False,
+                   batch_size: int = 16, conf: float = 0.25, classes: list[int] | None = None,
+                   device=None, imgsz: int = 640, min_area: float = 0.01, max_boxes: int = 10,
+                   overlap_iou: float = 0.3, nms_iou: float = 0.5, save_every: int = 500,
+                   strict: bool = False, overwrite: bool = False, progress: bool = True,
+                   shard: tuple[int, int] | None = None) -> dict:
     "Boxes for a CIRR split (or its shard `(i, n)`) into `output`; resumes a run of these params."
     if method not in BOXGEN_METHODS:
         raise ValueError(f"method must be one of {BOXGEN_METHODS}, got {method!r}")
@@ -480,70 +429,18 @@ def generate_boxes(cirr_root, split: str, method: str = 'saliency', output=None,
     if strict and refused:
         name = next(iter(refused))
         raise UnsafePathError(f"{find_split_file(cirr_root, split)}: {name}: {refused[name]}")
-    n_images = len(images) + len(refused)
     output = Path(output or default_output(method, split, shard))
-    model, yinfo = (load_yolo(weights, allow_random_init, trust_weights=trust_weights)
-                    if method != 'saliency' else (None, {}))
-    params = {'method': method, 'split': split, 'max_images': max_images, 'min_area': min_area,
-              'max_boxes': max_boxes}
-    if method != 'saliency':
-        params |= {'weights': yinfo['weights'], 'random_init': yinfo['random_init'], 'conf': conf,
-                   'classes': classes, 'imgsz': imgsz}
-    if method == 'hybrid': params |= {'overlap_iou': overlap_iou, 'nms_iou': nms_iou}
+    boxes_of, method_params = box_maker(
+        method, weights=weights, allow_random_init=allow_random_init, trust_weights=trust_weights,
+        conf=conf, classes=classes, device=device, imgsz=imgsz, min_area=min_area,
+        max_boxes=max_boxes, overlap_iou=overlap_iou, nms_iou=nms_iou)
+    params = {'method': method, 'split': split, 'max_images': max_images, **method_params}
     if shard and shard[1] > 1: params['shard'] = list(shard)
-    boxes, sizes, on_disk = _load_previous(output, params, overwrite)
-    boxes = {n: b for n, b in boxes.items() if n in images}   # never keep a refused entry
-    failed: dict[str, str] = dict(refused)                      # listed like images that failed
-    todo = [n for n in images if n not in boxes]
-    t0, done_now = time.perf_counter(), 0
-
-    def save(complete: bool):
-        nonlocal on_disk
-        ordered = {n: boxes[n] for n in images if n in boxes}
-        meta = {'params': params, 'cirr_root': str(Path(cirr_root).resolve()),
-                'versions': _versions(), 'images': n_images, 'done': len(ordered),
-                'failed': failed, 'complete': complete,
-                'random_init': bool(yinfo.get('random_init', False)),
-                'image_sizes': {n: sizes[n] for n in ordered}}
-        on_disk = write_boxes(output, ordered, meta, previous=on_disk)
-
-    if boxes: print(f"resuming {output}: {len(boxes)} of {n_images} images done, {len(todo)} to go")
-    bar = tqdm(total=len(todo), desc=f"boxgen {method} {split}", unit='img', disable=not progress)
-    since_save = 0
-    for start in range(0, len(todo), batch_size):
-        names, pics = [], []
-        for name in todo[start:start + batch_size]:
-            try: pics.append(read_image(images[name])); names.append(name)
-            except IMAGE_ERRORS as e:
-                if strict: raise
-                failed[name] = str(e)
-        if names:
-            found_yolo = (yolo_boxes(model, pics, conf, classes, device, imgsz)
-                          if model is not None else [[] for _ in pics])
-            for name, pic, yb in zip(names, pics, found_yolo):
-                sb = saliency_boxes(pic, min_area, max_boxes) if method != 'yolo' else []
-                found = (yb if method == 'yolo' else sb if method == 'saliency'
-                         else merge_hybrid(yb, sb, overlap_iou, nms_iou))
-                boxes[name] = [_round_box(b) for b in found]
-                sizes[name] = [pic.shape[1], pic.shape[0]]
-        n = len(todo[start:start + batch_size]); done_now += len(names); since_save += n
-        bar.update(n)
-        bar.set_postfix({'img/s': f"{done_now / (time.perf_counter() - t0):.1f}",
-                         'failed': len(failed)})
-        if since_save >= save_every: save(False); since_save = 0
-    bar.close()
-    save(True)
-    elapsed = time.perf_counter() - t0
-    summary = {'output': str(output), 'images': n_images,
-               'with_boxes': sum(bool(b) for b in boxes.values()),
-               'boxes': sum(len(b) for b in boxes.values()), 'processed_now': done_now,
-               'failed': len(failed), 'refused': len(refused), 'seconds': round(elapsed, 2),
-               'images_per_s': round(done_now / elapsed, 2) if elapsed > 0 else None}
-    listed = f" (listed in {meta_path(output)})" if failed else ''
-    print(f"boxgen {method} {split}: {summary['boxes']} boxes on {summary['with_boxes']} of "
-          f"{n_images} images, {len(failed)} failed{listed}, {done_now} processed in "
-          f"{elapsed:.1f}s; wrote {output}")
-    return summary
+    run = start_run(output, params, cirr_root, images, refused, overwrite=overwrite)
+    t0 = time.perf_counter()
+    done = run.process(boxes_of, batch_size=batch_size, save_every=save_every, strict=strict,
+                       progress=progress)
+    return run.report(done, time.perf_counter() - t0)
 
 # %% ../nbs/08_boxgen.ipynb #36c022a5
 SIZE_BINS = (0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0001)
@@ -567,18 +464,17 @@ def load_boxes(path) -> tuple[dict, dict]:
                          "stopped (or is still running); run the same boxgen command to finish it")
     return boxes, meta
 
+# %% ../nbs/08_boxgen.ipynb #d4645635
 def box_stats(boxes: dict, meta: dict | None = None) -> dict:
     "Counts, boxes per image, boxes per source and a box-size histogram of a boxes mapping."
     sizes = (meta or {}).get('image_sizes', {})
     counts = [len(v) for v in boxes.values()]
-    sources: dict[str, int] = {}
+    sources = dict(Counter(b.get('source', '?') for bs in boxes.values() for b in bs))
     rel = []
     for name, bs in boxes.items():
-        for b in bs:
-            sources[b.get('source', '?')] = sources.get(b.get('source', '?'), 0) + 1
-            if name in sizes:
-                x0, y0, x1, y1 = b['xyxy']; w, h = sizes[name]
-                rel.append(float(np.sqrt(max(x1 - x0, 0) * max(y1 - y0, 0) / (w * h))))
+        for b in (bs if name in sizes else []):
+            (x0, y0, x1, y1), (w, h) = b['xyxy'], sizes[name]
+            rel.append(float(np.sqrt(max(x1 - x0, 0) * max(y1 - y0, 0) / (w * h))))
     hist = np.histogram(rel, bins=SIZE_BINS)[0].tolist() if rel else []
     with_boxes = sum(c > 0 for c in counts)
     return {'images': len(boxes), 'images_with_boxes': with_boxes,
@@ -604,6 +500,7 @@ def format_stats(stats: dict) -> str:
         lines.append("box size (sqrt of area share): " + pairs(stats['size_histogram']))
     return '\n'.join(lines)
 
+# %% ../nbs/08_boxgen.ipynb #f2418f16
 def safe_filename(name: str, suffix: str = '') -> str:
     "`name` as one harmless file name (no `/`, `\\`, `..` or leading dot), unique per `name`."
     safe = re.sub(r'[^A-Za-z0-9._-]', '_', str(name))[:150]
@@ -611,6 +508,7 @@ def safe_filename(name: str, suffix: str = '') -> str:
     if safe != name: safe += '-' + hashlib.sha256(str(name).encode()).hexdigest()[:10]
     return safe + suffix
 
+# %% ../nbs/08_boxgen.ipynb #f92723e1
 def boxes_images(boxes_file, meta: dict, cirr_root=None) -> tuple:
     "The CIRR root of a boxes file (`cirr_root`, else its sidecar's) and its split's images."
     root = cirr_root or meta.get('cirr_root')
@@ -619,7 +517,18 @@ def boxes_images(boxes_file, meta: dict, cirr_root=None) -> tuple:
                          "pass --cirr-root (cirr_root in Python)")
     return root, cirr_images(root, meta.get('params', {}).get('split', 'val'))
 
-def show_boxes(boxes_file, n: int = 8, out_dir='boxes_preview', cirr_root=None) -> list[Path]:
+def _draw_preview(image: np.ndarray, boxes: list[dict]) -> np.ndarray:
+    "`image` (BGR) with `boxes` drawn on it, in place, each with its label and score."
+    colours = {'yolo': (0, 160, 255), 'saliency': (60, 200, 60)}
+    for b in boxes:
+        x0, y0, x1, y1 = (int(round(v)) for v in b['xyxy'])
+        c = colours.get(b['source'], (255, 0, 255))
+        cv2.rectangle(image, (x0, y0), (x1, y1), c, 2)
+        cv2.putText(image, f"{b['label']} {b['score']:.2f}", (x0 + 2, max(y0 + 12, 12)),
+                    cv2.FONT_HERSHEY_SIMPLEX, 0.4, c, 1)
+    return image
+
+def show_boxes(boxes_file, n: int = 8, *, out_dir='boxes_preview', cirr_root=None) -> list[Path]:
     "Draw the first `n` images that have boxes, with their boxes, to PNG files in `out_dir`."
     boxes, meta = load_boxes(boxes_file)
     root, images = boxes_images(boxes_file, meta, cirr_root)
@@ -627,30 +536,20 @@ def show_boxes(boxes_file, n: int = 8, out_dir='boxes_preview', cirr_root=None) 
     if any(k not in images for k in with_boxes):
         print(f"not drawn: {sum(k not in images for k in with_boxes)} images with boxes that have "
               f"no image inside {root} in this split")
-    out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
-    colours = {'yolo': (0, 160, 255), 'saliency': (60, 200, 60)}
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for name in [k for k in with_boxes if k in images][:n]:
-        img = read_image(images[name])
-        for b in boxes[name]:
-            x0, y0, x1, y1 = (int(round(v)) for v in b['xyxy'])
-            c = colours.get(b['source'], (255, 0, 255))
-            cv2.rectangle(img, (x0, y0), (x1, y1), c, 2)
-            cv2.putText(img, f"{b['label']} {b['score']:.2f}", (x0 + 2, max(y0 + 12, 12)),
-                        cv2.FONT_HERSHEY_SIMPLEX, 0.4, c, 1)
-        path = out_dir / safe_filename(name, '.png')
-        ok, png = cv2.imencode('.png', img)
+        ok, png = cv2.imencode('.png', _draw_preview(read_image(images[name]), boxes[name]))
         if not ok: raise ImageLoadError(f"cannot encode the preview of {name!r}")
+        path = out_dir / safe_filename(name, '.png')
         atomic_write_bytes(path, png.tobytes(), fsync=False)
         written.append(path)
     return written
 
 # %% ../nbs/08_boxgen.ipynb #9f9ba5f7
-def merge_boxes(output, shard_files: list, overwrite: bool = False) -> dict:
-    "Combine shard outputs of one split into `output` and its sidecar; duplicates, missing images."
-    output = Path(output)
-    if output.exists() and not overwrite:
-        raise FileExistsError(f"{output} exists; pass --overwrite to replace it")
+def read_shards(shard_files: list) -> tuple[list, dict]:
+    "(path, boxes, sidecar) of each shard file, and their common parameters, which must agree."
     if not shard_files: raise ValueError("no shard files to merge")
     parts = []
     for f in shard_files:
@@ -666,10 +565,21 @@ def merge_boxes(output, shard_files: list, overwrite: bool = False) -> dict:
             raise ValueError(f"{f} was made with other parameters than {parts[0][0]}")
     if len({m['cirr_root'] for _, _, m in parts}) > 1:
         raise ValueError("the shards come from different CIRR roots")
+    return parts, params
+
+# %% ../nbs/08_boxgen.ipynb #5b834ab4
+def merge_boxes(output, shard_files: list, *, overwrite: bool = False) -> dict:
+    "Combine shard outputs of one split into `output` and its sidecar; duplicates, missing images."
+    output = Path(output)
+    if output.exists() and not overwrite:
+        raise FileExistsError(f"{output} exists; pass --overwrite to replace it")
+    parts, params = read_shards(shard_files)
     merged, sizes, failed, duplicates = {}, {}, {}, []
     for f, boxes, m in parts:
         for name, bs in boxes.items():
-            if name in merged: duplicates.append(name); continue
+            if name in merged:
+                duplicates.append(name)
+                continue
             merged[name], sizes[name] = bs, m['image_sizes'][name]
         failed.update(m.get('failed', {}))
     split_names = list(split_entries(parts[0][2]['cirr_root'], params['split'],

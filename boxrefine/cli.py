@@ -756,8 +756,8 @@ def _run_cocoeval(args):
 # %% ../nbs/11_cli.ipynb #1699f455
 CIRR_ROOT = './cirr_dataset'     # the default of the old scripts' guides
 
-@subcommand('boxgen', help='generate boxes for CIRR images with yolo, saliency or both')
-def _boxgen_command(p):
+def _boxgen_input_flags(p):
+    "`boxgen`'s usage and its flags for what to read and where to write."
     p.usage = ('boxrefine boxgen [--cirr-root DIR] [--method {yolo,saliency,hybrid}] '
                '[--split S | --all-splits] [options]\n'
                '       boxrefine boxgen merge OUTPUT SHARD [SHARD ...] [--overwrite]')
@@ -779,6 +779,10 @@ def _boxgen_command(p):
     p.add_argument('--output', metavar='FILE',
                    help='boxes file (a folder with --all-splits); '
                         'default cirr_boxes_<method>_<split>.json')
+
+# %% ../nbs/11_cli.ipynb #6fc1b44c
+def _boxgen_yolo_flags(p):
+    "`boxgen`'s flags for YOLO: weights and whether to trust them, batches, confidence, size."
     p.add_argument('--weights', default='yolov8n.pt',
                    help='local YOLO weights (.pt, needs --trust-weights); a .yaml model config '
                         'needs --allow-random-init')
@@ -796,6 +800,10 @@ def _boxgen_command(p):
     p.add_argument('--imgsz', type=_positive_int, default=640,
                    help='YOLO input size (default: %(default)s)')
     p.add_argument('--device', help='YOLO device, e.g. cpu, 0')
+
+# %% ../nbs/11_cli.ipynb #4d84abfb
+def _boxgen_run_flags(p):
+    "`boxgen`'s flags for the saliency boxes and the run: saving, failures, resuming, shards."
     p.add_argument('--min-area', type=float, default=0.01,
                    help='smallest saliency box, as a fraction of the image (default: %(default)s)')
     p.add_argument('--max-boxes', type=_positive_int, default=10,
@@ -808,8 +816,8 @@ def _boxgen_command(p):
     p.add_argument('--shard', type=_shard_spec, metavar='I/N',
                    help="only shard I of N of each split, to its own file "
                         "(default under torchrun: this process's rank)")
-    p.set_defaults(run=_run_boxgen)
 
+# %% ../nbs/11_cli.ipynb #7f271e43
 def _run_boxgen_merge(args):
     "`boxrefine boxgen merge OUTPUT SHARD [SHARD ...]`: check the files, then combine the shards."
     if args.merge[0] != 'merge' or len(args.merge) < 3:
@@ -822,6 +830,7 @@ def _run_boxgen_merge(args):
     from boxrefine.boxgen import merge_boxes
     merge_boxes(output, shards, overwrite=args.overwrite)
 
+# %% ../nbs/11_cli.ipynb #01065b1a
 def _check_boxgen_args(args):
     "What `boxgen` can check before it imports torch: the CIRR root and the YOLO weights."
     if not Path(args.cirr_root).is_dir():
@@ -834,13 +843,19 @@ def _check_boxgen_args(args):
         raise UserError(f"{args.weights} is a model configuration without weights: pass real "
                         "weights with --weights, or allow a random-init model explicitly "
                         "(--allow-random-init)")
-    if args.method != 'saliency' and not is_config and not args.trust_weights:
+    untrusted = args.method != 'saliency' and not is_config and not args.trust_weights
+    # a .pt that is here is refused now; one that is not may be in ultralytics' weights folder,
+    # which only ultralytics (so torch) can tell: `resolve_yolo_weights` looks there, and reports
+    # a file that is nowhere as missing before it asks for --trust-weights
+    if untrusted and Path(args.weights).is_file():
         raise UserError(f"{args.weights}: YOLO weights are loaded with pickle, and a .pt file is "
                         "a Python pickle that can run any code when loaded; pass --trust-weights "
                         "only for a file you trust, such as yolov8n.pt from the ultralytics "
                         "releases, or use --method saliency")
 
+# %% ../nbs/11_cli.ipynb #7f67735c
 def _run_boxgen(args):
+    "`boxrefine boxgen`: merge shards, or check the arguments and box each split."
     if args.merge:
         return _run_boxgen_merge(args)
     _check_boxgen_args(args)
@@ -864,6 +879,14 @@ def _run_boxgen(args):
                        strict=args.strict, overwrite=args.overwrite, shard=shard,
                        trust_weights=args.trust_weights)
 
+@subcommand('boxgen', help='generate boxes for CIRR images with yolo, saliency or both')
+def _boxgen_command(p):
+    _boxgen_input_flags(p)
+    _boxgen_yolo_flags(p)
+    _boxgen_run_flags(p)
+    p.set_defaults(run=_run_boxgen)
+
+# %% ../nbs/11_cli.ipynb #1333a89f
 @subcommand('boxstats', help='statistics of a boxes file (and previews with --show)')
 def _boxstats_command(p):
     p.add_argument('file', metavar='FILE', help='boxes file written by boxrefine boxgen')
@@ -883,9 +906,8 @@ def _run_boxstats(args):
     stats = box_stats(*load_boxes(args.file))
     print(json.dumps(stats, indent=1) if args.json else format_stats(stats))
     if args.show:
-        written = show_boxes(args.file, args.show, args.out, args.cirr_root)
+        written = show_boxes(args.file, args.show, out_dir=args.out, cirr_root=args.cirr_root)
         print(f"drew {len(written)} images to {args.out}")
-
 
 # %% ../nbs/11_cli.ipynb #b0f963e7
 if __name__ == '__main__' and __spec__ is not None:    # `python -m boxrefine.cli`; not a notebook

@@ -1,4 +1,5 @@
-"`boxrefine boxgen` and `boxstats` end to end on stand-in PNGs at the real CIRR val split's paths: keys, kill and resume, yolo."
+"""`boxrefine boxgen` and `boxstats` end to end on stand-in PNGs at the real CIRR val split's paths:
+keys, kill and resume, yolo."""
 import json
 import os
 import shutil
@@ -13,7 +14,8 @@ from PIL import Image, ImageDraw
 
 
 def boxrefine(*args, check=True, cwd=None):
-    r = subprocess.run([shutil.which('boxrefine'), *map(str, args)], capture_output=True, text=True, timeout=600, cwd=cwd)
+    r = subprocess.run([shutil.which('boxrefine'), *map(str, args)], capture_output=True, text=True,
+                       timeout=600, cwd=cwd)
     if check: assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return r
 
@@ -30,14 +32,16 @@ def cirr(fixtures, tmp_path_factory):
         path = root / rel; path.parent.mkdir(parents=True, exist_ok=True)
         im = Image.fromarray((rng.random((72, 96, 3)) * 40 + 180).astype(np.uint8))
         x, y = int(rng.integers(0, 60)), int(rng.integers(0, 40))
-        ImageDraw.Draw(im).ellipse((x, y, x + 30, y + 25), fill=tuple(int(c) for c in rng.integers(0, 120, 3)))
+        fill = tuple(int(c) for c in rng.integers(0, 120, 3))
+        ImageDraw.Draw(im).ellipse((x, y, x + 30, y + 25), fill=fill)
         im.save(path)
     return root, list(split)
 
 
 def test_keys_are_the_split_names(cirr, tmp_path):
     root, names = cirr
-    boxrefine('boxgen', '--cirr-root', root, '--method', 'saliency', '--split', 'val', '--max-images', 40, '--output', tmp_path / 'b.json')
+    boxrefine('boxgen', '--cirr-root', root, '--method', 'saliency', '--split', 'val',
+              '--max-images', 40, '--output', tmp_path / 'b.json')
     boxes = json.loads((tmp_path / 'b.json').read_text())
     assert list(boxes) == names[:40]
     meta = json.loads((tmp_path / 'b.meta.json').read_text())
@@ -48,23 +52,27 @@ def test_keys_are_the_split_names(cirr, tmp_path):
 
 def test_all_splits_needs_every_split_file(cirr, tmp_path):
     root, _ = cirr
-    r = boxrefine('boxgen', '--cirr-root', root, '--method', 'saliency', '--all-splits', '--output', tmp_path, check=False)
+    r = boxrefine('boxgen', '--cirr-root', root, '--method', 'saliency', '--all-splits',
+                  '--output', tmp_path, check=False)
     assert r.returncode == 1 and 'split.rc2.train.json' in r.stderr
 
 
 def test_killed_run_resumes_to_the_same_file(cirr, tmp_path):
     root, _ = cirr
-    args = ['boxgen', '--cirr-root', root, '--method', 'saliency', '--split', 'val', '--max-images', 300, '--save-every', 20,
-            '--batch-size', 4]
+    args = ['boxgen', '--cirr-root', root, '--method', 'saliency', '--split', 'val',
+            '--max-images', 300, '--save-every', 20, '--batch-size', 4]
     boxrefine(*args, '--output', tmp_path / 'full.json')
     out = tmp_path / 'killed.json'
     proc = subprocess.Popen([shutil.which('boxrefine'), *map(str, args), '--output', str(out)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
     deadline = time.monotonic() + 120
-    while not out.exists() and proc.poll() is None and time.monotonic() < deadline: time.sleep(0.005)
+    while not out.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
     os.killpg(proc.pid, signal.SIGKILL); proc.wait()
     partial = json.loads(out.read_text())       # whatever was written is a whole, valid file
-    assert 0 < len(partial) < 300, f"the kill came too late to test anything ({len(partial)} images done)"
+    done = len(partial)
+    assert 0 < done < 300, f"the kill came too late to test anything ({done} images done)"
     r = boxrefine(*args, '--output', out)
     assert f'resuming {out}: {len(partial)} of 300' in r.stdout
     assert out.read_bytes() == (tmp_path / 'full.json').read_bytes()
@@ -72,15 +80,43 @@ def test_killed_run_resumes_to_the_same_file(cirr, tmp_path):
 
 def test_yolo_end_to_end_and_missing_weights(cirr, tmp_path):
     root, names = cirr
-    common = ['boxgen', '--cirr-root', root, '--split', 'val', '--max-images', 10, '--device', 'cpu', '--imgsz', 128]
-    r = boxrefine(*common, '--method', 'yolo', '--output', tmp_path / 'y.json', '--weights', tmp_path / 'yolov8n.pt',
-                  '--trust-weights', check=False)
+    common = ['boxgen', '--cirr-root', root, '--split', 'val', '--max-images', 10,
+              '--device', 'cpu', '--imgsz', 128]
+    r = boxrefine(*common, '--method', 'yolo', '--output', tmp_path / 'y.json',
+                  '--weights', tmp_path / 'yolov8n.pt', '--trust-weights', check=False)
     assert r.returncode == 1 and 'pass --weights PATH' in r.stderr and 'yolov8n.pt' in r.stderr
-    boxrefine(*common, '--method', 'yolo', '--weights', 'yolov8n.yaml', '--allow-random-init', '--conf', 0.001,
-              '--batch-size', 3, '--output', tmp_path / 'y.json')
+    boxrefine(*common, '--method', 'yolo', '--weights', 'yolov8n.yaml', '--allow-random-init',
+              '--conf', 0.001, '--batch-size', 3, '--output', tmp_path / 'y.json')
     boxes = json.loads((tmp_path / 'y.json').read_text())
-    assert list(boxes) == names[:10] and all(b['source'] == 'yolo' for v in boxes.values() for b in v)
+    assert list(boxes) == names[:10]
+    assert all(b['source'] == 'yolo' for v in boxes.values() for b in v)
     assert json.loads((tmp_path / 'y.meta.json').read_text())['random_init'] is True
+
+
+def ultralytics_has(name: str) -> bool:
+    "Whether ultralytics' weights folder holds `name` (where boxgen also looks for weights)."
+    code = ("import os\n"
+            "os.environ['YOLO_OFFLINE'] = '1'\n"
+            "from pathlib import Path\n"
+            "from ultralytics.utils import SETTINGS\n"
+            f"print((Path(SETTINGS['weights_dir']) / {name!r}).is_file())\n")
+    return run_python(code).stdout.strip().splitlines()[-1] == 'True'
+
+
+def test_missing_weights_are_missing_before_they_are_untrusted(cirr, tmp_path):
+    "A .pt that is nowhere is 'not found' without --trust-weights too, not 'trust it' (issue 27.8)."
+    root, _ = cirr
+    common = ['boxgen', '--cirr-root', root, '--split', 'val', '--max-images', 2,
+              '--output', tmp_path / 'y.json']
+    cases = [(['--method', 'hybrid', '--weights', tmp_path / 'none.pt'], tmp_path / 'none.pt')]
+    if not ultralytics_has('yolov8n.pt'):
+        cases.append(([], 'yolov8n.pt'))      # the defaults: --method yolo --weights yolov8n.pt
+    for args, weights in cases:               # with --trust-weights: test_yolo_end_to_end_...
+        r = boxrefine(*common, *args, check=False, cwd=tmp_path)
+        assert r.returncode == 1, r.stderr[-2000:]
+        assert f'YOLO weights {weights} not found' in r.stderr, (args, r.stderr[-2000:])
+        assert 'pass --weights PATH' in r.stderr and 'pickle' not in r.stderr
+    assert not (tmp_path / 'y.json').exists()
 
 
 # Hostile and broken input (the hostile-input issue): paths that leave the root, output names,
@@ -390,7 +426,7 @@ def test_edge_images_through_boxgen(fixtures, tmp_path):
     assert boxes['strip'][0]['xyxy'] == [890.62, 3.75, 1000.0, 16.25]
     assert boxes['rgba'][0]['xyxy'] == [30, 20, 50, 40]
     from boxrefine.boxgen import main_object_iou
-    for n in ('horse', 'inverse'):       # one box around the silhouette (18, 9, 389, 313), no stripes
+    for n in ('horse', 'inverse'):   # one box around the silhouette (18, 9, 389, 313), no stripes
         assert main_object_iou(boxes[n], [18, 9, 389, 313])[0] > 0.9, boxes[n]
         assert stripes(boxes[n], 400, 328) == []
 
