@@ -108,8 +108,12 @@ def test_boxgen_quick_start_relies_on_the_old_defaults(tmp_path):
     "The guide's `boxgen --max-images 100 --output test_boxes.json`: ./cirr_dataset, yolo, train."
     quick = ['boxgen', '--max-images', '2', '--output', 'test_boxes.json']
     small_cirr(tmp_path / 'cirr_dataset')
-    rc, err, torch_loaded = fresh_main(quick, tmp_path)     # the folder is there; the weights are the next need
-    assert (rc, torch_loaded) == (1, 'False') and 'yolov8n.pt: YOLO weights are loaded with pickle' in err, err
+    rc, err, _ = fresh_main(quick, tmp_path)               # no yolov8n.pt: missing, not "trust it"
+    assert rc == 1 and 'YOLO weights yolov8n.pt not found' in err and 'pickle' not in err, err
+    (tmp_path / 'yolov8n.pt').write_bytes(b'')             # one that is there: refused before torch
+    rc, err, torch_loaded = fresh_main(quick, tmp_path)
+    assert (rc, torch_loaded) == (1, 'False') and 'YOLO weights are loaded with pickle' in err, err
+    (tmp_path / 'yolov8n.pt').unlink()
     r = run(*quick, '--weights', 'yolov8n.yaml', '--allow-random-init', '--imgsz', '64', '--device', 'cpu',
             cwd=tmp_path, check=False)
     assert r.returncode == 0, r.stderr[-3000:]
