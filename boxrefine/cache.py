@@ -294,11 +294,14 @@ def _write_info(self: FeatureCache, info: dict):
     dtype = str(self.storage_dtype).removeprefix('torch.')
     info = {**info, 'fingerprint': self.fingerprint, 'storage_dtype': dtype,
             'cache_format': CACHE_FORMAT}
-    if self._layout_known and self._layout is not None:
-        info['layout'] = _layout_json(self._layout)
     path = self.info_path
     remove_dead_temp(path.parent, path.name)
-    if path.exists() and _read_info(path) == info:
+    old = _read_info(path) if path.exists() else {}
+    if self._layout_known and self._layout is not None:
+        info['layout'] = _layout_json(self._layout)
+    elif 'layout' in old:   # kept: this cache object was not told another one
+        info['layout'] = old['layout']
+    if old == info:
         return
     try:
         atomic_write_json(path, info)
