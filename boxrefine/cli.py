@@ -212,6 +212,7 @@ def _run_cache_info(args):
 
 def _run_cache_clear(args):
     _need_dir(args.cache_dir, 'cache folder')
+    from boxrefine.atomic import check_writable
     from boxrefine.cache import FeatureCache, detect_caches
     rows = [c for c in detect_caches(args.cache_dir, check=False)
             if (not args.fingerprint or c['fingerprint'] == args.fingerprint)
@@ -221,6 +222,8 @@ def _run_cache_clear(args):
               for c in rows if c['split'] is not None]
     for _, cache in splits:   # all of them before removing anything
         cache.check_writable('nothing was removed', whole=True)
+    for fingerprint in [] if args.split else descriptions:
+        check_writable(Path(args.cache_dir) / fingerprint, 'cache folder', 'nothing was removed')
     removed = 0
     for c, cache in splits:
         cache.clear()
