@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import errno
+import fnmatch
 import json
 import os
 import re
@@ -15,8 +16,8 @@ import uuid
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['ORPHAN_MIN_AGE', 'DiskFullError', 'atomic_write_bytes', 'atomic_write_text', 'atomic_write_json', 'temp_writer',
-           'pid_alive', 'orphaned_temp']
+__all__ = ['ORPHAN_MIN_AGE', 'READ_ONLY_ERRNOS', 'DiskFullError', 'atomic_write_bytes', 'atomic_write_text', 'atomic_write_json',
+           'temp_writer', 'pid_alive', 'orphaned_temp', 'remove_dead_temp', 'NotWritableError', 'check_writable']
 
 # %% ../nbs/01a_atomic.ipynb #ddf4ec18
 class DiskFullError(OSError):
@@ -101,3 +102,52 @@ def orphaned_temp(path, min_age: float = ORPHAN_MIN_AGE) -> bool:
     except FileNotFoundError:
         return False
     return age >= min_age and not pid_alive(pid)
+
+# %% ../nbs/01a_atomic.ipynb #6c8d17f7
+READ_ONLY_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS)   # writing where we may only read
+
+def remove_dead_temp(folder, pattern: str = '*', min_age: float = ORPHAN_MIN_AGE) -> list[Path]:
+    "Remove the orphaned temporary files in `folder` of the targets named like `pattern`."
+    try:
+        names = sorted(os.listdir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    removed = []
+    for name in names:
+        m, path = _TEMP_NAME.match(name), Path(folder) / name
+        if not (m and fnmatch.fnmatchcase(m['target'], pattern) and orphaned_temp(path, min_age)):
+            continue
+        try:
+            path.unlink()
+        except FileNotFoundError:   # another cleaner was first
+            continue
+        except OSError as e:
+            if e.errno in READ_ONLY_ERRNOS:
+                continue
+            raise
+        removed.append(path)
+    return removed
+
+# %% ../nbs/01a_atomic.ipynb #8f4ed704
+class NotWritableError(PermissionError, ValueError):
+    "A folder this process must write to but may not; the message names it, in one line."
+    def __str__(self): return self.strerror
+
+def check_writable(folder, what: str = 'folder', consequence: str = '') -> Path:
+    "`folder` if this process may add and remove files in it (or make it), or `NotWritableError`."
+    folder = near = Path(folder)
+    while not near.exists() and near != near.parent:
+        near = near.parent
+    as_me = os.access in os.supports_effective_ids
+    if near.is_dir() and os.access(near, os.W_OK | os.X_OK, effective_ids=as_me):
+        return folder
+    if not near.is_dir():
+        why = f" ({near} is not a folder)"
+    elif near != folder:
+        why = f" (it does not exist, and {near}, where it would be made, is not)"
+    else:
+        why = ''
+    e = NotWritableError(errno.EACCES, f"{what} {folder} is not writable{why}"
+                                       + (f": {consequence}" if consequence else ''))
+    e.filename = str(folder)
+    raise e

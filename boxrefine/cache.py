@@ -5,12 +5,14 @@
 # %% ../nbs/02_cache.ipynb #728d3fbd
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
 import shutil
 import time
 import warnings
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -22,8 +24,9 @@ from fastcore.basics import patch
 from safetensors.torch import load as st_load, save as st_save
 from tqdm.auto import tqdm
 
-from .atomic import (ORPHAN_MIN_AGE, atomic_write_bytes, atomic_write_json, pid_alive,
-                              temp_writer)
+from .atomic import (ORPHAN_MIN_AGE, READ_ONLY_ERRNOS, atomic_write_bytes,
+                              atomic_write_json, check_writable as check_folder_writable,
+                              pid_alive, remove_dead_temp, temp_writer)
 
 # %% auto #0
 __all__ = ['CACHE_FORMAT', 'SCALE_SUFFIX', 'STORAGE_DTYPES', 'COUNT_KEYS', 'content_key', 'content_keys', 'CacheStats',
@@ -67,6 +70,7 @@ def content_keys(paths: list, index_file=None) -> list[str]:
             keys.append(content_key(p))
             index[name], changed = [st.st_size, st.st_mtime_ns, keys[-1]], True
     if changed and index_file is not None:
+        remove_dead_temp(index_file.parent, index_file.name)   # of a write a SIGTERM cut short
         atomic_write_json(index_file, {'version': 1, 'files': index}, fsync=False, indent=None)
     return keys
 
@@ -102,6 +106,7 @@ class CacheStats:
 CACHE_FORMAT = '2'   # 2: every entry records its own key, checked on every read
 _CHECKSUM, _FORMAT, _KEY = 'boxrefine.checksum', 'boxrefine.format', 'boxrefine.key'
 SCALE_SUFFIX = '.scale'   # int8 storage: `name` holds the codes, `name.scale` the scales
+_MISMATCH = "its checksum does not match its tensors' bytes"
 
 def _checksum(tensors: dict[str, torch.Tensor]) -> str:
     "xxHash3 of the tensors' names, dtypes, shapes and bytes, in name order."
@@ -112,21 +117,112 @@ def _checksum(tensors: dict[str, torch.Tensor]) -> str:
         h.update(t.reshape(-1).view(torch.uint8).numpy().data)
     return h.hexdigest()
 
-def _read_metadata(data: bytes) -> dict:
-    "The `__metadata__` of a safetensors buffer (8-byte little-endian header length, JSON header)."
-    n = int.from_bytes(data[:8], 'little')
-    if not 0 < n <= len(data) - 8:
-        raise ValueError(f"header length {n} does not fit a file of {len(data)} bytes")
-    return json.loads(bytes(data[8:8 + n])).get('__metadata__') or {}
-
 class CorruptEntry(Exception):
-    "A cache entry that cannot be trusted."
+    "A cache entry that cannot be trusted; the message says why, in a sentence."
 
 def _check_metadata(meta: dict, key: str):
     "Raise `CorruptEntry` unless `meta` is of this format and names `key`."
+    if not isinstance(meta, dict):
+        raise CorruptEntry("its header's __metadata__ is not an object")
     if meta.get(_FORMAT) != CACHE_FORMAT:
-        raise CorruptEntry(f"format {meta.get(_FORMAT)!r}, expected {CACHE_FORMAT!r}")
-    if meta.get(_KEY) != key: raise CorruptEntry(f"the entry holds key {meta.get(_KEY)!r}")
+        raise CorruptEntry(f"it is of cache format {meta.get(_FORMAT)!r:.40}, not {CACHE_FORMAT!r} "
+                           f"(header key {_FORMAT!r})")
+    if meta.get(_KEY) != key:
+        raise CorruptEntry(f"it holds key {meta.get(_KEY)!r:.40}, not its own "
+                           f"(header key {_KEY!r})")
+
+# %% ../nbs/02_cache.ipynb #b9e9665c
+_ST_DTYPES = {'F16': torch.float16, 'BF16': torch.bfloat16, 'F32': torch.float32,
+              'F64': torch.float64, 'I8': torch.int8, 'U8': torch.uint8, 'I32': torch.int32,
+              'I64': torch.int64}
+
+def _read_header(f, size: int) -> tuple[dict, int]:
+    "The JSON header of an open safetensors file of `size` bytes, and where its data starts."
+    n = int.from_bytes(f.read(8), 'little')
+    if not 0 < n <= size - 8:
+        raise CorruptEntry(f"its header length {n} does not fit a file of {size} bytes")
+    try:
+        header = json.loads(f.read(n))
+    except (ValueError, RecursionError) as e:   # not JSON, not UTF-8, or nested beyond reason
+        raise CorruptEntry(f"its header is not JSON ({e})") from None
+    if not isinstance(header, dict):
+        raise CorruptEntry(f"its header is a JSON {type(header).__name__}, not an object")
+    return header, 8 + n
+
+def _sizes(x) -> bool:
+    "Whether `x` is a list of whole numbers, none negative (a JSON shape or pair of offsets)."
+    return isinstance(x, list) and all(type(n) is int and n >= 0 for n in x)
+
+# %% ../nbs/02_cache.ipynb #f6d1bcd7
+def _tensor_spec(name: str, v, start: int) -> tuple:
+    "(dtype, shape, begin, end) of one tensor of a header (offsets in the file), or `CorruptEntry`."
+    if not isinstance(v, dict):
+        raise CorruptEntry(f"tensor {name!r:.60}: its header entry is not an object")
+    code, shape, offsets = v.get('dtype'), v.get('shape'), v.get('data_offsets')
+    dtype = _ST_DTYPES.get(code) if isinstance(code, str) else None
+    if dtype is None:
+        raise CorruptEntry(f"tensor {name!r:.60} has the unknown dtype {code!r:.40} "
+                           "(header key 'dtype')")
+    if not _sizes(shape):
+        raise CorruptEntry(f"tensor {name!r:.60} has the shape {shape!r:.60}, not a list of whole "
+                           "numbers (header key 'shape')")
+    if not (_sizes(offsets) and len(offsets) == 2 and offsets[0] <= offsets[1]):
+        raise CorruptEntry(f"tensor {name!r:.60} has the data_offsets {offsets!r:.60}, not a start "
+                           "and an end (header key 'data_offsets')")
+    need, held = math.prod(shape) * dtype.itemsize, offsets[1] - offsets[0]
+    if need != held:
+        raise CorruptEntry(f"tensor {name!r:.60}: its shape {shape!r:.60} of {code} needs {need:,} "
+                           f"bytes, its data_offsets hold {held:,} (header keys 'shape', "
+                           "'data_offsets')")
+    return dtype, tuple(shape), start + offsets[0], start + offsets[1]
+
+def _entry_header(f, size: int, key: str | None = None) -> tuple[dict, dict]:
+    "The metadata and the checked tensors (name → (dtype, shape, begin, end)) of an open entry."
+    header, start = _read_header(f, size)
+    meta = header.pop('__metadata__', None) or {}
+    if key is not None:
+        _check_metadata(meta, key)
+    specs = {name: _tensor_spec(name, v, start) for name, v in sorted(header.items())}
+    end = max((s[3] for s in specs.values()), default=start)
+    if end != size:
+        raise CorruptEntry(f"the file has {size:,} bytes, its header describes {end:,}")
+    return meta, specs
+
+# %% ../nbs/02_cache.ipynb #6ce1aec2
+def _layout_of(specs: dict) -> dict:
+    "Name → (dtype, shape) of the tensors `_entry_header` checked."
+    return {name: s[:2] for name, s in specs.items()}
+
+def _describe(spec: tuple) -> str:
+    return f"{str(spec[0]).removeprefix('torch.')} {list(spec[1])}"
+
+def _layout_problem(got: dict, want: dict, whose: str = "this cache's entries hold") -> str | None:
+    "Where layout `got` differs from `want`, as a sentence (None where it does not)."
+    if sorted(got) != sorted(want):
+        return f"it holds the tensors {sorted(got)}, {whose} {sorted(want)}"
+    for name in sorted(got):
+        g, w = (got[name][0], tuple(got[name][1])), (want[name][0], tuple(want[name][1]))
+        if g != w:
+            return f"tensor {name!r} is {_describe(g)}, {whose} {_describe(w)}"
+    return None
+
+_DTYPE_NAMES = {str(t).removeprefix('torch.'): t for t in _ST_DTYPES.values()}
+
+def _layout_json(layout: dict) -> dict:
+    "A layout as JSON: name → [dtype name, shape]."
+    return {k: [str(t).removeprefix('torch.'), list(s)] for k, (t, s) in sorted(layout.items())}
+
+def _layout_from_json(obj) -> dict:
+    "The layout `_layout_json` wrote; a `ValueError` names a tensor that is not [dtype, shape]."
+    if not isinstance(obj, dict) or not obj:
+        raise ValueError(f"a layout is an object of tensor names, not {obj!r:.60}")
+    out = {}
+    for name, v in sorted(obj.items()):
+        if not (isinstance(v, list) and len(v) == 2 and isinstance(v[0], str)
+                and v[0] in _DTYPE_NAMES and _sizes(v[1])):
+            raise ValueError(f"tensor {name!r:.60} of its layout is {v!r:.60}, not [dtype, shape]")
+        out[name] = (_DTYPE_NAMES[v[0]], tuple(v[1]))
+    return out
 
 # %% ../nbs/02_cache.ipynb #06083127
 def _broken_info(path: Path, why) -> str:
@@ -143,7 +239,20 @@ def _read_info(path: Path) -> dict:
         raise ValueError(_broken_info(path, e)) from None
     if not isinstance(info, dict):
         raise ValueError(_broken_info(path, f"a JSON {type(info).__name__}, not an object"))
+    if 'layout' in info:
+        try:
+            _layout_from_json(info['layout'])
+        except ValueError as e:
+            raise ValueError(_broken_info(path, e)) from None
     return info
+
+def _recorded_layout(path: Path) -> dict | None:
+    "The layout that the `fingerprint.json` at `path` records; None if none, or it is unreadable."
+    try:
+        info = _read_info(path) if path.is_file() else {}
+    except (ValueError, OSError):
+        return None
+    return _layout_from_json(info['layout']) if 'layout' in info else None
 
 # %% ../nbs/02_cache.ipynb #5f392e79
 STORAGE_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.int8)
@@ -152,7 +261,7 @@ class FeatureCache:
     "Named tensors per image under `cache_dir/<fingerprint>/<split>/`, keyed by `content_key`."
     def __init__(self, cache_dir, fingerprint: str, split: str = 'train',
                  storage_dtype: torch.dtype = torch.float16, info: dict | None = None,
-                 channel_axes: dict[str, int] | None = None):
+                 channel_axes: dict[str, int] | None = None, layout: dict | None = None):
         if not fingerprint or any(c in fingerprint for c in '/\\') or fingerprint.startswith('.'):
             raise ValueError(f"fingerprint must be a plain directory name, got {fingerprint!r}")
         if storage_dtype not in STORAGE_DTYPES:
@@ -162,6 +271,8 @@ class FeatureCache:
         self.channel_axes = channel_axes or {}   # int8: the axis that keeps its own scale, per name
         self.root = self.cache_dir / fingerprint / split
         self._warned = False
+        self._layout_known = layout is not None   # else read from fingerprint.json when asked
+        self._layout = self.stored_layout(layout) if layout is not None else None
         if info is not None: self._write_info(info)
 
     @property
@@ -179,12 +290,25 @@ class FeatureCache:
 # %% ../nbs/02_cache.ipynb #2f250d33
 @patch
 def _write_info(self: FeatureCache, info: dict):
-    "Record what produced the features beside them (`cache info` shows it)."
+    "Record what produced the features, and the layout of its entries, beside them."
     dtype = str(self.storage_dtype).removeprefix('torch.')
     info = {**info, 'fingerprint': self.fingerprint, 'storage_dtype': dtype,
             'cache_format': CACHE_FORMAT}
     path = self.info_path
-    if not path.exists() or _read_info(path) != info: atomic_write_json(path, info)
+    remove_dead_temp(path.parent, path.name)
+    old = _read_info(path) if path.exists() else {}
+    if self._layout_known and self._layout is not None:
+        info['layout'] = _layout_json(self._layout)
+    elif 'layout' in old:   # kept: this cache object was not told another one
+        info['layout'] = old['layout']
+    if old == info:
+        return
+    try:
+        atomic_write_json(path, info)
+    except OSError as e:
+        if e.errno not in READ_ONLY_ERRNOS: raise
+        warnings.warn(f"cannot record this cache's description in {path} ({e.strerror}): the "
+                      "folder is read-only, so the cache is read as it is", RuntimeWarning)
 
 # %% ../nbs/02_cache.ipynb #e00a312a
 def quantize_int8(t: torch.Tensor, axis: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -236,6 +360,31 @@ def put(self: FeatureCache, key: str, tensors: dict[str, torch.Tensor],
     self.stats.bytes_written += len(data)
     return path
 
+# %% ../nbs/02_cache.ipynb #fed22cc9
+@patch
+def stored_layout(self: FeatureCache, layout: dict) -> dict:
+    "What `encode` stores for tensors of `layout` (name → (dtype, shape)), as a layout."
+    int8, out = self.storage_dtype == torch.int8, {}
+    for name, (dtype, shape) in layout.items():
+        shape = tuple(shape)
+        if dtype.is_floating_point and int8 and len(shape) >= 2:
+            axis = self.channel_axes.get(name, 0) % len(shape)
+            out[name] = (torch.int8, shape)
+            out[name + SCALE_SUFFIX] = (torch.float32, tuple(n if i == axis else 1
+                                                             for i, n in enumerate(shape)))
+        elif dtype.is_floating_point:
+            out[name] = (torch.float32 if int8 else self.storage_dtype, shape)
+        else:
+            out[name] = (dtype, shape)
+    return dict(sorted(out.items()))
+
+@patch(as_prop=True)
+def layout(self: FeatureCache) -> dict | None:
+    "Name → (dtype, shape) of what every entry holds: as given, or as `fingerprint.json` records."
+    if not self._layout_known:
+        self._layout, self._layout_known = _recorded_layout(self.info_path), True
+    return self._layout
+
 # %% ../nbs/02_cache.ipynb #8a593a45
 @patch
 def get(self: FeatureCache, key: str, device='cpu',
@@ -249,10 +398,11 @@ def get(self: FeatureCache, key: str, device='cpu',
         self.stats.misses += 1
         return None
     try:
-        meta = _read_metadata(data)
-        _check_metadata(meta, key)
+        meta, specs = _entry_header(io.BytesIO(data), len(data), key)
+        why = self.layout and _layout_problem(_layout_of(specs), self.layout)
+        if why: raise CorruptEntry(why)
         tensors = st_load(data)
-        if _checksum(tensors) != meta.get(_CHECKSUM): raise CorruptEntry("checksum mismatch")
+        if _checksum(tensors) != meta.get(_CHECKSUM): raise CorruptEntry(_MISMATCH)
     except Exception as e:
         self._discard_corrupt(path, inode, e)
         return None
@@ -274,15 +424,29 @@ def _discard_corrupt(self: FeatureCache, path: Path, inode: int | None, error: E
     except FileNotFoundError: pass
     if not self._warned:
         self._warned = True
-        warnings.warn(f"feature cache: corrupt entry {path} ({type(error).__name__}: {error}) was "
-                      "removed and will be recomputed; further corrupt entries are counted in "
-                      "stats.corrupt", RuntimeWarning, stacklevel=3)
+        why = error if isinstance(error, CorruptEntry) else f"{type(error).__name__}: {error}"
+        warnings.warn(f"feature cache: corrupt entry {path} ({why}) was removed and will be "
+                      "recomputed; further corrupt entries are counted in stats.corrupt",
+                      RuntimeWarning, stacklevel=3)
 
 # %% ../nbs/02_cache.ipynb #f21c8638
 @patch
+def check_writable(self: FeatureCache, consequence: str = '', whole: bool = False) -> Path:
+    "`NotWritableError` naming the first folder of this split (`whole`: and up) not writable."
+    folders = [self.root.parent] if whole else []
+    folders += [self.root, *sorted(p for p in self.root.glob('*') if p.is_dir())]
+    for folder in folders:
+        check_folder_writable(folder, 'cache folder', consequence)
+    return self.root
+
+@patch
 def clear(self: FeatureCache):
-    "Remove every entry of this fingerprint and split."
-    shutil.rmtree(self.root, ignore_errors=True)
+    "Remove every entry of this fingerprint and split (`NotWritableError` first if it cannot)."
+    self.check_writable('nothing was removed', whole=True)
+    try:
+        shutil.rmtree(self.root)
+    except FileNotFoundError:   # nothing there, or removed meanwhile
+        pass
     self.stats.reset()
 
 @patch
@@ -292,7 +456,6 @@ def entries(self: FeatureCache) -> list[Path]:
 
 @patch
 def __len__(self: FeatureCache): return len(self.entries())
-
 
 # %% ../nbs/02_cache.ipynb #ea8898a7
 @patch
@@ -307,22 +470,14 @@ def remove_description(self: FeatureCache) -> bool:
     return had
 
 # %% ../nbs/02_cache.ipynb #1553e742
-_ST_DTYPES = {'F16': torch.float16, 'BF16': torch.bfloat16, 'F32': torch.float32,
-              'F64': torch.float64, 'I8': torch.int8, 'U8': torch.uint8, 'I32': torch.int32,
-              'I64': torch.int64}
-
-def _read_header(f, size: int) -> tuple[dict, int]:
-    "The JSON header of an open safetensors file of `size` bytes, and where its data starts."
-    n = int.from_bytes(f.read(8), 'little')
-    if not 0 < n <= size - 8: raise CorruptEntry(f"header length {n} does not fit {size} bytes")
-    return json.loads(f.read(n)), 8 + n
-
 def entry_layout(path) -> dict[str, tuple[torch.dtype, tuple[int, ...]]]:
-    "Name → (dtype, shape) of each tensor of the entry at `path`."
+    "Name → (dtype, shape) of each tensor of the entry at `path` (`CorruptEntry`: a bad header)."
     with open(path, 'rb') as f:
-        header, _ = _read_header(f, os.fstat(f.fileno()).st_size)
-    header.pop('__metadata__', None)
-    return {k: (_ST_DTYPES[v['dtype']], tuple(v['shape'])) for k, v in sorted(header.items())}
+        try:
+            _, specs = _entry_header(f, os.fstat(f.fileno()).st_size)
+        except CorruptEntry as e:
+            raise CorruptEntry(f"cache entry {path}: {e}") from None
+    return _layout_of(specs)
 
 # %% ../nbs/02_cache.ipynb #51f0da4a
 def _bytes_of(t: torch.Tensor) -> memoryview:
@@ -331,40 +486,60 @@ def _bytes_of(t: torch.Tensor) -> memoryview:
 def read_entry_into(f, key: str, slots: dict[str, torch.Tensor]) -> int:
     "Read the entry open in `f` straight into `slots` (contiguous tensors), verified; bytes read."
     size = os.fstat(f.fileno()).st_size
-    header, start = _read_header(f, size)
-    meta = header.pop('__metadata__', None) or {}
-    _check_metadata(meta, key)
-    if set(header) != set(slots):
-        raise CorruptEntry(f"tensors {sorted(header)}, expected {sorted(slots)}")
-    for name in sorted(header, key=lambda k: header[k]['data_offsets'][0]):
-        info, slot = header[name], slots[name]
-        if _ST_DTYPES.get(info['dtype']) != slot.dtype or tuple(info['shape']) != tuple(slot.shape):
-            raise CorruptEntry(f"{name}: {info['dtype']} {info['shape']}, expected {slot.dtype} "
-                               f"{tuple(slot.shape)}")
-        begin, end = info['data_offsets']
-        view = _bytes_of(slot)
-        if end - begin != len(view) or start + end > size: raise CorruptEntry(f"{name}: truncated")
-        f.seek(start + begin)
+    meta, specs = _entry_header(f, size, key)
+    want = {name: (t.dtype, tuple(t.shape)) for name, t in slots.items()}
+    why = _layout_problem(_layout_of(specs), want, 'the batch expects')
+    if why: raise CorruptEntry(why)
+    for name in sorted(specs, key=lambda k: specs[k][2]):
+        view = _bytes_of(slots[name])
+        f.seek(specs[name][2])
         got = 0
         while got < len(view):
             n = f.readinto(view[got:])
-            if not n: raise CorruptEntry(f"{name}: truncated")
+            if not n: raise CorruptEntry(f"tensor {name!r} is cut short")
             got += n
-    if _checksum(slots) != meta.get(_CHECKSUM): raise CorruptEntry("checksum mismatch")
+    if _checksum(slots) != meta.get(_CHECKSUM): raise CorruptEntry(_MISMATCH)
     return size
 
 # %% ../nbs/02_cache.ipynb #584a8442
+def _header_layout(path, key: str) -> dict | None:
+    "The layout of the entry of `key` at `path` if its header is sound, else None."
+    try:
+        with open(path, 'rb') as f:
+            return _layout_of(_entry_header(f, os.fstat(f.fileno()).st_size, key)[1])
+    except (OSError, CorruptEntry):
+        return None
+
 @patch
 def holds(self: FeatureCache, key: str) -> bool:
-    "Whether `key` has an entry whose header is sound: format, key, a size that fits its tensors."
-    try:
-        with open(self.path_for(key), 'rb') as f:
-            size = os.fstat(f.fileno()).st_size
-            header, start = _read_header(f, size)
-        _check_metadata(header.pop('__metadata__', None) or {}, key)
-        return start + max((v['data_offsets'][1] for v in header.values()), default=0) == size
-    except FileNotFoundError: return False
-    except Exception: return False
+    "Whether `key` has an entry whose header is sound (format, key, sizes) and of this `layout`."
+    got = _header_layout(self.path_for(key), key)
+    return got is not None and not (self.layout and _layout_problem(got, self.layout))
+
+# %% ../nbs/02_cache.ipynb #79bb857f
+def _common_layout(layouts: list[dict]) -> dict | None:
+    "The layout that more of `layouts` are than any other; None if none is (a tie, or none)."
+    top = Counter(tuple(sorted(lay.items())) for lay in layouts).most_common(2)
+    if not top or (len(top) == 2 and top[0][1] == top[1][1]):
+        return None
+    return dict(top[0][0])
+
+@patch
+def expected_layout(self: FeatureCache, keys: list[str] | None = None, sample: int = 64) -> dict:
+    "The layout every entry must hold: `layout`, else what most of a sample of the entries hold."
+    if self.layout is not None:
+        return self.layout
+    paths = [self.path_for(k) for k in keys] if keys is not None else self.entries()
+    picked = paths[::max(1, len(paths) // sample)][:sample]
+    found = [lay for p in picked
+             if (lay := _header_layout(p, p.name.removesuffix('.safetensors'))) is not None]
+    common = _common_layout(found)
+    if common is None:
+        raise ValueError(f"cannot tell what the entries of {self.root} should hold: its "
+                         f"fingerprint.json records no layout, and of {len(picked)} entries read "
+                         f"{len(found)} are sound, with no layout ahead; `boxrefine cache verify "
+                         f"{self.cache_dir}` lists them")
+    return common
 
 # %% ../nbs/02_cache.ipynb #919f2de8
 _POOLS: dict[tuple[int, int], ThreadPoolExecutor] = {}
@@ -386,13 +561,20 @@ def _read_into(path: Path, key: str, slots: dict) -> int | tuple | None:
 
 # %% ../nbs/02_cache.ipynb #c8297efc
 @patch
-def read_batch(self: FeatureCache, keys: list[str], layout: dict, shared: bool = False,
-               threads: int = 8, out: dict | None = None) -> tuple[dict[str, torch.Tensor], list]:
-    "Entries of `keys` read in parallel into batched tensors of `layout` (or `out`'s); the misses."
+def read_batch(self: FeatureCache, keys: list[str], layout: dict | None = None,
+               shared: bool = False, threads: int = 8,
+               out: dict | None = None) -> tuple[dict[str, torch.Tensor], list]:
+    "Entries of `keys` read in parallel into batched tensors (of `expected_layout`); the misses."
     if out is None:
+        layout = layout or self.expected_layout(keys)
         out = {name: torch.empty((len(keys), *shape), dtype=dtype)
                for name, (dtype, shape) in layout.items()}
         if shared: out = {k: v.share_memory_() for k, v in out.items()}  # sent without a copy
+    asked = {k: (v.dtype, tuple(v.shape[1:])) for k, v in out.items()}
+    why = self.layout and _layout_problem(asked, self.layout)
+    if why:
+        raise ValueError(f"cannot read a batch of {self.root} in another layout than its entries': "
+                         f"{why} (FeatureCache.expected_layout gives the right one)")
     batch = {k: v[:len(keys)] for k, v in out.items()}
     def read(i: int):
         return _read_into(self.path_for(keys[i]), keys[i], {k: v[i] for k, v in batch.items()})
@@ -410,39 +592,31 @@ def read_batch(self: FeatureCache, keys: list[str], layout: dict, shared: bool =
     return batch, missing
 
 # %% ../nbs/02_cache.ipynb #41c3f36d
-def _slots_for(header: dict) -> dict[str, torch.Tensor]:
-    "Empty tensors for the tensors a header describes, once their shapes match their bytes."
-    slots = {}
-    for name, v in header.items():
-        dtype, (begin, end) = _ST_DTYPES[v['dtype']], v['data_offsets']
-        if math.prod(v['shape']) * dtype.itemsize != end - begin:   # before allocating it
-            raise CorruptEntry(f"{name}: shape {v['shape']} does not fit its {end - begin} bytes")
-        slots[name] = torch.empty(v['shape'], dtype=dtype)
-    return slots
-
-# %% ../nbs/02_cache.ipynb #e202726e
-def check_entry(path, full: bool = False) -> str | None:
-    "What is wrong with the entry file `path`, or None: its header and, with `full`, its checksum."
+def _inspect(path, full: bool = False, layout: dict | None = None) -> tuple:
+    "What is wrong with the entry file `path` (or None), and its layout if its header is sound."
     path = Path(path)
     key = path.name.removesuffix('.safetensors')
     if path.parent.name != key[:2]:
-        return f"misplaced: an entry of key {key} belongs in folder {key[:2]}/"
+        return f"misplaced: an entry of key {key} belongs in folder {key[:2]}/", None
     if path.is_symlink():
-        return "a symbolic link, which the cache never writes"
+        return "a symbolic link, which the cache never writes", None
     try:
         with open(path, 'rb', buffering=0) as f:
-            size = os.fstat(f.fileno()).st_size
-            header, start = _read_header(f, size)
-            _check_metadata(header.pop('__metadata__', None) or {}, key)
-            end = start + max((v['data_offsets'][1] for v in header.values()), default=0)
-            if end != size:
-                raise CorruptEntry(f"{size} bytes, its header describes {end}")
-            if full:
+            got = _layout_of(_entry_header(f, os.fstat(f.fileno()).st_size, key)[1])
+            why = layout and _layout_problem(got, layout)
+            if full and not why:
                 f.seek(0)
-                read_entry_into(f, key, _slots_for(header))
-    except Exception as e:
-        return f"{type(e).__name__}: {e}"
-    return None
+                read_entry_into(f, key, {n: torch.empty(s, dtype=t) for n, (t, s) in got.items()})
+    except CorruptEntry as e:
+        return str(e), None
+    except OSError as e:
+        return f"it cannot be read ({e.strerror or e})", None
+    return why or None, got
+
+# %% ../nbs/02_cache.ipynb #e202726e
+def check_entry(path, full: bool = False, layout: dict | None = None) -> str | None:
+    "What is wrong with the entry file `path`, or None: header, `layout`, checksum (with `full`)."
+    return _inspect(path, full, layout)[0]
 
 # %% ../nbs/02_cache.ipynb #1d0daa32
 def _split_files(root: Path) -> tuple[list[dict], list[dict]]:
@@ -469,9 +643,21 @@ def _split_files(root: Path) -> tuple[list[dict], list[dict]]:
 # %% ../nbs/02_cache.ipynb #bacf4099
 COUNT_KEYS = ('valid', 'valid_bytes', 'invalid', 'invalid_bytes',
               'orphaned_tmp', 'orphaned_tmp_bytes', 'active_tmp')
+_NO_LAYOUT = " (its fingerprint.json records no layout)"
+
+def _by_majority(found: list[tuple]) -> list[tuple]:
+    "(problem, layout) of each entry, with those of another layout than most entries' a problem."
+    common = _common_layout([got for why, got in found if why is None])
+    if common is None:
+        return found
+    judged = []
+    for why, got in found:
+        odd = why is None and _layout_problem(got, common, 'most entries of this split hold')
+        judged.append((odd + _NO_LAYOUT if odd else why, got))
+    return judged
 
 def scan_split(root, check: str | None = 'header', threads: int = 8, progress: bool = False,
-               min_age: float = ORPHAN_MIN_AGE) -> dict:
+               min_age: float = ORPHAN_MIN_AGE, layout: dict | None = None) -> dict:
     "Counts and bytes of valid and invalid entries and of dead writers' temporary files in `root`."
     if check not in (None, 'header', 'full'):
         raise ValueError(f"check must be None, 'header' or 'full', got {check!r}")
@@ -485,11 +671,14 @@ def scan_split(root, check: str | None = 'header', threads: int = 8, progress: b
     if check is None:
         return {**out, 'valid': None, 'valid_bytes': None, 'invalid': None,
                 'invalid_bytes': None, 'invalid_files': []}
-    problems = _reader_pool(threads).map(lambda e: check_entry(e['path'], check == 'full'), entries)
+    layout = layout or _recorded_layout(Path(root).parent / 'fingerprint.json')
+    inspect = lambda e: _inspect(e['path'], check == 'full', layout)
+    found = _reader_pool(threads).map(inspect, entries)
     desc = f"{'verify' if check == 'full' else 'check'} {Path(root).name}"
-    problems = tqdm(problems, total=len(entries), desc=desc, unit='entry', disable=not progress,
-                    leave=False)
-    invalid = [{**e, 'problem': why} for e, why in zip(entries, problems) if why]
+    found = list(tqdm(found, total=len(entries), desc=desc, unit='entry', disable=not progress,
+                      leave=False))
+    found = found if layout else _by_majority(found)
+    invalid = [{**e, 'problem': why} for e, (why, _) in zip(entries, found) if why]
     invalid_bytes = sum(e['bytes'] for e in invalid)
     valid = {'valid': len(entries) - len(invalid), 'valid_bytes': out['bytes'] - invalid_bytes}
     return {**out, **valid, 'invalid': len(invalid), 'invalid_bytes': invalid_bytes,
@@ -513,12 +702,18 @@ def repair_split(scan: dict) -> dict:
     return {'removed_invalid': len(gone), 'removed_invalid_bytes': sum(f['bytes'] for f in gone),
             'removed_tmp': len(tmp), 'removed_tmp_bytes': sum(f['bytes'] for f in tmp)}
 
+def _removable(f: dict) -> bool:
+    "Whether `_unlink_unchanged` removed the file `f`; False in a folder we may only read."
+    try:
+        return _unlink_unchanged(f['path'], f['inode'])
+    except OSError as e:
+        if e.errno in READ_ONLY_ERRNOS: return False
+        raise
+
 def remove_orphaned_temp(root, min_age: float = ORPHAN_MIN_AGE) -> list[Path]:
     "Remove the temporary files of dead writers in the split folder `root`; the paths removed."
     scan = scan_split(root, None, min_age=min_age)
-    return [Path(f['path']) for f in scan['orphaned_files']
-            if _unlink_unchanged(f['path'], f['inode'])]
-
+    return [Path(f['path']) for f in scan['orphaned_files'] if _removable(f)]
 
 # %% ../nbs/02_cache.ipynb #b81ef1f4
 def _info_of(fp_dir: Path) -> tuple[dict, str | None]:
@@ -543,20 +738,30 @@ def detect_caches(cache_dir, check: bool = True, threads: int = 8,
             if s['entries'] or s['orphaned_tmp'] or s['active_tmp'] or info or error:
                 rows.append({'fingerprint': fp_dir.name, 'split': split_dir.name,
                              'entries': s['entries'], 'bytes': s['bytes'], 'info': info,
-                             'info_error': error, **{k: s[k] for k in COUNT_KEYS}})
+                             'info_error': error, **{k: s[k] for k in COUNT_KEYS},
+                             'invalid_files': [{'path': f['path'], 'problem': f['problem']}
+                                               for f in s['invalid_files']]})
         if error and not rows:
             rows.append({'fingerprint': fp_dir.name, 'split': None, 'entries': 0, 'bytes': 0,
-                         'info': info, 'info_error': error, **dict.fromkeys(COUNT_KEYS, 0)})
+                         'info': info, 'info_error': error, **dict.fromkeys(COUNT_KEYS, 0),
+                         'invalid_files': []})
         found += rows
     return found
 
-
 # %% ../nbs/02_cache.ipynb #448e5dfc
+_NO_REPAIR = ("nothing was removed, and nothing there can be repaired (without --repair, verify "
+              "only reads)")
+
 def verify_caches(cache_dir, fingerprint: str | None = None, split: str | None = None,
                   repair: bool = False, threads: int = 8, progress: bool = False) -> list[dict]:
     "`detect_caches` with every checksum checked (and the invalid files); `repair` removes them."
     rows = [c for c in detect_caches(cache_dir, check=False)
             if fingerprint in (None, c['fingerprint']) and split in (None, c['split'])]
+    for c in rows if repair else []:   # before the work: a read-only cache stops it at once
+        if c['split'] is not None:
+            FeatureCache(cache_dir, c['fingerprint'], c['split']).check_writable(_NO_REPAIR)
+        if c['info_error']:
+            check_folder_writable(Path(cache_dir) / c['fingerprint'], 'cache folder', _NO_REPAIR)
     for c in rows:
         if c['split'] is not None:
             root = Path(cache_dir) / c['fingerprint'] / c['split']
@@ -571,4 +776,3 @@ def verify_caches(cache_dir, fingerprint: str | None = None, split: str | None =
             c['removed_info'] = info_file.is_file()
             info_file.unlink(missing_ok=True)
     return rows
-

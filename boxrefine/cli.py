@@ -167,7 +167,8 @@ def _run_precompute(args):
     import torch
     from boxrefine.cache import remove_orphaned_temp
     from boxrefine.dist import current_shard, shard_items
-    from boxrefine.features import HQSAMFeatures, cache_for, list_images, precompute
+    from boxrefine.features import (HQSAMFeatures, InsufficientDiskSpace, cache_for, list_images,
+                                    precompute)
     images = shard_items(list_images(args.images, args.ann), *current_shard(args.shard))
     extractor = HQSAMFeatures(model_type=args.model_type, checkpoint=args.checkpoint,
                               allow_random_init=args.allow_random_init, seed=args.seed,
@@ -177,13 +178,17 @@ def _run_precompute(args):
     if stale:
         print(f"removed {_plural(len(stale), 'temporary file')} of killed writers from "
               f"{cache.root}", file=sys.stderr)
-    summary = precompute(extractor, cache, images, args.batch_size)
+    try:
+        summary = precompute(extractor, cache, images, args.batch_size)
+    except InsufficientDiskSpace as e:   # the ways out that this command has
+        raise UserError(f"{e.facts}: free space there, or give --cache-dir a folder on a disk with "
+                        "room for them (float16, the default --storage-dtype, is already the most "
+                        "compact this command stores)") from None
     counts = {k: v for k, v in summary.items() if k != 'failed'}
     counts |= {'failed': len(summary['failed']), 'orphaned_tmp_removed': len(stale)}
     print(json.dumps(counts))
     for f in summary['failed']:
         print(f"failed: {f['image']}: {f['error']}", file=sys.stderr)
-
 
 # %% ../nbs/11_cli.ipynb #930f5527
 def _mib(n: int) -> str: return f"{n / 2**20:.1f} MiB"
@@ -202,6 +207,13 @@ def _cache_problems(c: dict) -> str:
     if c.get('active_tmp'):
         parts.append(f"{_plural(c['active_tmp'], 'temporary file')} in use")
     return ''.join(f", {p}" for p in parts)
+
+def _print_invalid(c: dict):
+    "The first ten invalid entries of a split's summary and what is wrong with each."
+    for f in c['invalid_files'][:10]:
+        print(f"  invalid {f['path']}: {f['problem']}")
+    if len(c['invalid_files']) > 10:
+        print(f"  ... and {len(c['invalid_files']) - 10} more (--json lists them all)")
 
 def _info_errors(found: list[dict]) -> list[str]:
     "The broken `fingerprint.json` messages of `detect_caches` summaries, one per fingerprint."
@@ -223,6 +235,7 @@ def _run_cache_info(args):
         rnd = ' RANDOM-INIT' if c['info'].get('random_init') else ''
         size = f"{c['entries']} entries, {_mib(c['bytes'])}"
         print(f"{c['fingerprint']}/{c['split']}: {size}{rnd}{_cache_problems(c)}")
+        _print_invalid(c)
     errors = _info_errors(found)
     for e in errors:
         print(f"error: {e}")
@@ -233,17 +246,21 @@ def _run_cache_info(args):
 
 def _run_cache_clear(args):
     _need_dir(args.cache_dir, 'cache folder')
+    from boxrefine.atomic import check_writable
     from boxrefine.cache import FeatureCache, detect_caches
-    removed, descriptions = 0, {}
-    for c in detect_caches(args.cache_dir, check=False):
-        if args.fingerprint and c['fingerprint'] != args.fingerprint:
-            continue
-        if args.split and c['split'] != args.split:
-            continue
-        descriptions[c['fingerprint']] = c['info_error']
-        if c['split'] is None:
-            continue
-        FeatureCache(args.cache_dir, c['fingerprint'], c['split']).clear()
+    rows = [c for c in detect_caches(args.cache_dir, check=False)
+            if (not args.fingerprint or c['fingerprint'] == args.fingerprint)
+            and (not args.split or c['split'] == args.split)]
+    descriptions = {c['fingerprint']: c['info_error'] for c in rows}
+    splits = [(c, FeatureCache(args.cache_dir, c['fingerprint'], c['split']))
+              for c in rows if c['split'] is not None]
+    for _, cache in splits:   # all of them before removing anything
+        cache.check_writable('nothing was removed', whole=True)
+    for fingerprint in [] if args.split else descriptions:
+        check_writable(Path(args.cache_dir) / fingerprint, 'cache folder', 'nothing was removed')
+    removed = 0
+    for c, cache in splits:
+        cache.clear()
         removed += c['entries']
         print(f"removed {c['fingerprint']}/{c['split']} ({c['entries']} entries)")
     if not args.split:   # the fingerprints' descriptions, and their folders once empty
@@ -253,7 +270,6 @@ def _run_cache_clear(args):
                 print(f"removed the broken {cache.info_path}")
     print(f"{removed} entries removed")
 
-
 # %% ../nbs/11_cli.ipynb #c0bf2cb4
 def _print_verified(args, found: list[dict], totals: dict, errors: list[str]):
     "What `cache verify` found (and removed), split by split, and what to do about it."
@@ -261,10 +277,7 @@ def _print_verified(args, found: list[dict], totals: dict, errors: list[str]):
     for c in (c for c in found if c['split'] is not None):
         valid = f"{c['valid']} of {c['entries']} entries valid"
         print(f"{c['fingerprint']}/{c['split']}: {valid}{_cache_problems(c)}")
-        for f in c['invalid_files'][:10]:
-            print(f"  invalid {f['path']}: {f['problem']}")
-        if len(c['invalid_files']) > 10:
-            print(f"  ... and {len(c['invalid_files']) - 10} more (--json lists them all)")
+        _print_invalid(c)
     for e in errors:
         print(f"error: {e}")
     tmp = _plural(totals['orphaned_tmp'], 'orphaned temporary file')
@@ -286,10 +299,13 @@ def _print_verified(args, found: list[dict], totals: dict, errors: list[str]):
 def _run_cache_verify(args) -> int:
     _need_dir(args.cache_dir, 'cache folder')
     import json
+    from boxrefine.atomic import NotWritableError
     from boxrefine.cache import verify_caches
     try:
         found = verify_caches(args.cache_dir, fingerprint=args.fingerprint, split=args.split,
                               repair=args.repair, threads=args.threads, progress=True)
+    except NotWritableError:   # already one line that names the folder
+        raise
     except PermissionError as e:
         raise UserError(f"cannot remove {e.filename}: permission denied") from None
     if not found and (args.fingerprint or args.split):
@@ -310,10 +326,10 @@ def _run_cache_verify(args) -> int:
     broken = totals['invalid'] or totals['orphaned_tmp'] or errors
     return 1 if broken and not args.repair else 0
 
-
 # %% ../nbs/11_cli.ipynb #b0f18f4f
-_VERIFY_HELP = """Read every entry of the caches under CACHE_DIR and check its header and checksum;
-count the valid and invalid entries and the temporary files that killed writers left
+_VERIFY_HELP = """Read every entry of the caches under CACHE_DIR and check its header, its layout
+(the tensors' dtypes and shapes that fingerprint.json records) and checksum; count the valid and
+invalid entries and the temporary files that killed writers left
 (orphaned: their PID runs no more here and they have been untouched for a minute).
 With --repair, remove the invalid entries (the next precompute, or training, extracts them
 again), those temporary files and a broken fingerprint.json (written again by the next
@@ -372,7 +388,6 @@ def _cache_command(p):
     clear.add_argument('--fingerprint', help='only the caches of this encoder fingerprint')
     clear.add_argument('--split', help='only the caches of this split')
     clear.set_defaults(run=_run_cache_clear)
-
 
 # %% ../nbs/11_cli.ipynb #4fd9ff7e
 @subcommand('train', help='train the box refiner from a YAML config')

@@ -25,7 +25,7 @@ from .cache import FeatureCache, content_key, dequantize
 # %% auto #0
 __all__ = ['IMAGE_EXTENSIONS', 'MAX_IMAGE_PIXELS', 'MODEL_TYPES', 'FEATURE_NAMES', 'CHANNEL_AXES', 'PREPROCESS_VERSION',
            'THUMB_STRIDE', 'ImageLoadError', 'load_image', 'file_sha256', 'build_hqsam', 'HQSAMFeatures',
-           'feature_grid_boxes', 'stored_names', 'cache_for', 'extract_with_cache', 'list_images',
+           'feature_grid_boxes', 'stored_names', 'feature_layout', 'cache_for', 'extract_with_cache', 'list_images',
            'InsufficientDiskSpace', 'entry_bytes', 'check_disk_space', 'precompute']
 
 # %% ../nbs/03_features.ipynb #fc94ad11
@@ -221,13 +221,25 @@ def stored_names(use_interm: bool = True) -> tuple[str, ...]:
     "The features a refiner reads: the early ViT feature only when it uses it."
     return tuple(n for n in FEATURE_NAMES if use_interm or n != 'interm_embedding')
 
+def feature_layout(extractor: HQSAMFeatures, names=FEATURE_NAMES) -> dict:
+    "Name → (dtype, shape) of the features `extract` returns, from the model's configuration."
+    sam = extractor.sam   # the decoder's inputs fix them: no encoder pass
+    (h, w) = sam.prompt_encoder.image_embedding_size
+    side = sam.image_encoder.img_size // THUMB_STRIDE
+    interm = sam.mask_decoder.compress_vit_feat[0].in_channels
+    full = {'image_embedding': (torch.float32, (sam.prompt_encoder.embed_dim, h, w)),
+            'interm_embedding': (torch.float32, (h, w, interm)),
+            'thumbnail': (torch.uint8, (3, side, side)),
+            'original_size': (torch.int64, (2,)), 'input_size': (torch.int64, (2,))}
+    return {n: full[n] for n in names}
+
 def cache_for(extractor: HQSAMFeatures, cache_dir, split: str = 'train',
               storage_dtype=torch.float16, names=FEATURE_NAMES) -> FeatureCache:
     "The `FeatureCache` of this extractor's fingerprint for `names`, with its description recorded."
     fingerprint = extractor.fingerprint(storage_dtype, names)
     info = {**extractor.info(), 'names': list(names)}
     return FeatureCache(cache_dir, fingerprint, split, storage_dtype, info=info,
-                        channel_axes=CHANNEL_AXES)
+                        channel_axes=CHANNEL_AXES, layout=feature_layout(extractor, names))
 
 # %% ../nbs/03_features.ipynb #daa2cc53
 def _batches(items: list, size: int):
@@ -269,38 +281,41 @@ def list_images(images=None, ann_file=None) -> list[Path]:
 
 # %% ../nbs/03_features.ipynb #03e499a4
 class InsufficientDiskSpace(ValueError):
-    "The features to extract would not fit on the cache's disk."
+    "The features to extract would not fit on the cache's disk (`facts` says by how much)."
 
 def entry_bytes(extractor: HQSAMFeatures, cache: FeatureCache, names=FEATURE_NAMES) -> int:
     "Bytes of one cache entry of this extractor's features (exact: an entry of zeros, encoded)."
-    g, t = extractor.img_size // 16, extractor.img_size // THUMB_STRIDE   # the encoder's grid: 64
-    zeros = {'image_embedding': torch.zeros(256, g, g),
-             'interm_embedding': torch.zeros(g, g, extractor.interm_dim),
-             'thumbnail': torch.zeros(3, t, t, dtype=torch.uint8),
-             'original_size': torch.zeros(2, dtype=torch.long),
-             'input_size': torch.zeros(2, dtype=torch.long)}
-    return len(cache.encode('0' * 32, {k: zeros[k] for k in names}))
+    zeros = {n: torch.zeros(s, dtype=t) for n, (t, s) in feature_layout(extractor, names).items()}
+    return len(cache.encode('0' * 32, zeros))
 
 # %% ../nbs/03_features.ipynb #28d7c367
 def _existing(path: Path) -> Path:
     while not path.exists(): path = path.parent
     return path
 
+_WAYS_OUT = ("free space there, store int8 codes (storage_dtype=torch.int8; in a training config "
+             "optimization.feature_cache.storage_dtype: int8) or go ahead anyway (force=True; "
+             "optimization.feature_cache.force: true)")
+
 def check_disk_space(cache: FeatureCache, n_images: int, per_image: int, force: bool = False,
                      verbose: bool = True) -> dict:
-    "Say what `n_images` entries need and what is free; refuse (unless `force`) if they don't fit."
-    need, free = n_images * per_image, shutil.disk_usage(_existing(cache.root)).free
+    "Say what `n_images` entries need and what is free; refuse if the folder is read-only or full."
+    images = f"{n_images} image{'s' if n_images != 1 else ''}"
+    cache.check_writable(f"{images} without an entry cannot be stored there; make it writable, or "
+                         "use a cache folder this user may write to")
+    at = _existing(cache.root)
+    need, free = n_images * per_image, shutil.disk_usage(at).free
     gib = lambda b: f"{b / 2**30:.2f} GiB"
     dtype = str(cache.storage_dtype).removeprefix('torch.')
     if verbose:
         print(f"precompute {cache.split}: {n_images} images to extract, about {gib(need)} on disk "
-              f"({per_image / 2**20:.2f} MiB each, {dtype}); {gib(free)} free at "
-              f"{_existing(cache.root)}")
+              f"({per_image / 2**20:.2f} MiB each, {dtype}); {gib(free)} free at {at}")
     if need > free and not force:
-        raise InsufficientDiskSpace(
-            f"the feature cache needs about {gib(need)} for {n_images} images but only "
-            f"{gib(free)} is free at {_existing(cache.root)}: free space, use compact storage "
-            "(storage_dtype int8), or force it (--force, optimization.feature_cache.force: true)")
+        facts = (f"the feature cache needs about {gib(need)} for {images} but only "
+                 f"{gib(free)} is free at {at}")
+        e = InsufficientDiskSpace(f"{facts}: {_WAYS_OUT}")
+        e.facts, e.needed, e.free, e.folder = facts, need, free, at
+        raise e
     return {'images_to_extract': n_images, 'bytes_needed': need, 'bytes_free': free}
 
 # %% ../nbs/03_features.ipynb #29418956
