@@ -20,7 +20,8 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .boxes import clamp_boxes, denormalize, normalize, paired_iou
-from .cache import CacheStats, content_keys, dequantize, detect_caches, entry_layout
+from .atomic import remove_dead_temp
+from .cache import CacheStats, content_keys, dequantize, detect_caches
 from .config import ConfigError, TrainConfig
 from .data import (BoxRefinementDataset, EpochBatches, FeatureBatches, image_header_size,
                             release_batch)
@@ -253,7 +254,7 @@ def prepare_features(extractor, caches: dict, datasets: dict, ctx: DistContext, 
             raise ValueError(f"no {split} image could be read: {sorted(failed)[:3]} ...")
         summary['failed'] += sorted(failed)
     first = next(iter(datasets))
-    summary['layout'] = entry_layout(caches[first].path_for(datasets[first].keys[0]))
+    summary['layout'] = caches[first].expected_layout(datasets[first].keys)   # never one entry's
     return summary
 
 # %% ../nbs/06b_refiner.ipynb #0cea3df9
@@ -335,6 +336,7 @@ def train_refiner(cfg: TrainConfig, out_dir=None, resume=None, clear_cache: bool
     for k in ('train_ann', 'train_img', 'val_ann', 'val_img'):
         if not d[k]: raise ValueError(f"config data.{k} is required")
     with training_run(cfg['hqsam']['device'], seed=t['seed'], resume=resume) as ctx:
+        if ctx.is_main and out_dir.is_dir(): remove_dead_temp(out_dir)   # killed writers' files
         datasets = refiner_datasets(cfg, verbose=ctx.is_main)
         extractor, caches, model = build_refiner(cfg, clear_cache, device=ctx.device)
         device, names = extractor.device, stored_names(cfg['model']['use_interm'])
