@@ -26,7 +26,7 @@ from .refiner import (RefinerTask, prepare_features, refiner_datasets, run_devic
 
 
 # %% auto #0
-__all__ = ['ABLATION_VARIANTS', 'demo_config', 'run_demo', 'demo_refinement', 'train_variant', 'ablation_verdict',
+__all__ = ['DEMO_EXPECT', 'ABLATION_VARIANTS', 'demo_config', 'run_demo', 'demo_refinement', 'train_variant', 'ablation_verdict',
            'input_ablation', 'format_ablation', 'add_ablation']
 
 # %% ../nbs/16_demo.ipynb #1acd9e6b
@@ -45,6 +45,11 @@ def demo_config(out_dir, *, epochs: int = 60, seed: int = 0) -> TrainConfig:
         'output': {'dir': str(out)}})
 
 # %% ../nbs/16_demo.ipynb #f15b2613
+DEMO_EXPECT = ("demo: what to expect: the refiner starts as the identity and keeps a step only where "
+               "its quality head predicts a better box, so the validation IoU gain starts at 0 and "
+               "rises as the head learns; each epoch prints one line (loss, val_refined_iou, "
+               "speed), {epochs} epochs in all")
+
 def run_demo(out_dir='boxrefine_demo', n_train: int = 48, n_val: int = 16, epochs: int = 60,
              seed: int = 0, progress: bool = True) -> dict:
     "Make a shapes dataset and train a refiner on random-init vit_tiny features; its report."
@@ -53,6 +58,7 @@ def run_demo(out_dir='boxrefine_demo', n_train: int = 48, n_val: int = 16, epoch
         warnings.filterwarnings('ignore', message='HQ-SAM vit_tiny is built WITHOUT')
         print("demo: HQ-SAM vit_tiny is built WITHOUT pretrained weights (explicitly); "
               "report.json records random_init: true")
+        print(DEMO_EXPECT.format(epochs=epochs))
         report = train_refiner(demo_config(out_dir, epochs=epochs, seed=seed), out_dir,
                                progress=progress)
     if not is_main(): return report

@@ -342,6 +342,7 @@ def test_refine_maps_ids_only_through_a_coco_file(demo_run, tmp_path):
     r = boxrefine(*common, '--ann', tmp_path / 'images.json')
     n = len(json.loads(dets.read_text()))
     assert f'refined {n} of {n} boxes' in r.stdout, r.stdout
+    assert r.stdout.count('carry no learned knowledge') == 1      # a run without weights says so, once
 
 
 def test_refine_run_folder_is_data_not_instructions(demo_run, tmp_path):
