@@ -20,16 +20,16 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
 from torch.utils.data import BatchSampler, Dataset, Sampler, get_worker_info
 
 from .atomic import atomic_write_json
-from .boxes import clamp_boxes, convert_boxes, jitter_boxes, normalize
+from .boxes import clamp_boxes, convert_boxes, jitter_boxes, normalize, paired_iou
 from .cache import CacheStats, FeatureCache
 from .features import _pil_open
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['SHAPE_CATEGORIES', 'SHAPE_KINDS', 'Id', 'Size', 'Coord', 'BBox', 'make_shapes_dataset', 'CocoImage', 'CocoAnnotation',
-           'CocoCategory', 'CocoFile', 'CocoFormatError', 'coco_problem', 'check_coco', 'read_coco', 'read_json',
-           'image_header_size', 'load_coco_boxes', 'BoxRefinementDataset', 'collate_boxes', 'EpochBatches',
-           'FeatureBatches', 'release_batch']
+__all__ = ['SHAPE_CATEGORIES', 'SHAPE_KINDS', 'Id', 'Size', 'Coord', 'BBox', 'GOOD_IOU', 'GOOD_NOISE', 'make_shapes_dataset',
+           'CocoImage', 'CocoAnnotation', 'CocoCategory', 'CocoFile', 'CocoFormatError', 'coco_problem', 'check_coco',
+           'read_coco', 'read_json', 'image_header_size', 'load_coco_boxes', 'BoxRefinementDataset', 'collate_boxes',
+           'EpochBatches', 'FeatureBatches', 'release_batch']
 
 # %% ../nbs/04_data.ipynb #0ceea058
 SHAPE_CATEGORIES = [{'id': 1, 'name': 'ellipse'}, {'id': 2, 'name': 'rectangle'},
@@ -374,25 +374,40 @@ def _subsample(records: list, sample_ratio: float, max_images: int | None, seed:
     return records if max_images is None else records[:max_images]
 
 # %% ../nbs/04_data.ipynb #2e29db2d
-def _mixed_noise(boxes: torch.Tensor, noise_scale: float, seed: int) -> torch.Tensor:
-    "Each box jittered at its own scale, drawn uniformly up to `noise_scale`."
+GOOD_IOU = 0.95     # the least IoU of a near-perfect training box with its true box
+GOOD_NOISE = 0.025  # their jitter scale, at most: the worst corner of the jitter has IoU 0.9506
+
+def _good_jitter(box: torch.Tensor, scale: float, seed: int) -> torch.Tensor:
+    "`box` [4] barely jittered, as [1, 4]: IoU >= GOOD_IOU with it (exact: eps 0), or the box."
+    noisy = jitter_boxes(box[None], scale, seed=seed)
+    return noisy if paired_iou(noisy, box[None], eps=0.).item() >= GOOD_IOU else box[None].clone()
+
+def _mixed_noise(boxes: torch.Tensor, noise_scale: float, seed: int,
+                 good_share: float = 0.0) -> torch.Tensor:
+    "Each box jittered at its own scale up to `noise_scale`; a seeded `good_share` barely."
     scales = torch.rand(len(boxes), generator=torch.Generator().manual_seed(seed)) * noise_scale
     if not len(boxes): return boxes
-    return torch.cat([jitter_boxes(b[None], s, seed=_mix(seed, k))
-                      for k, (b, s) in enumerate(zip(boxes, scales.tolist()))])
+    pick, fine = torch.rand(2, len(boxes), generator=torch.Generator().manual_seed(_mix(seed, -1)))
+    good, fine = (pick < good_share).tolist(), (fine * GOOD_NOISE).tolist()
+    return torch.cat([_good_jitter(b, f, _mix(seed, k)) if g
+                      else jitter_boxes(b[None], s, seed=_mix(seed, k))
+                      for k, (b, s, g, f) in enumerate(zip(boxes, scales.tolist(), good, fine))])
 
+# %% ../nbs/04_data.ipynb #90e198d8
 class BoxRefinementDataset(Dataset):
     "Images with normalised ground truth and seeded noisy boxes (new every epoch when `train`)."
     def __init__(self, ann_file, img_dir, train: bool = True, noise_scale: float = 0.4,
                  seed: int = 0, sample_ratio: float = 1.0, max_images: int | None = None,
-                 verbose: bool = True):
+                 verbose: bool = True, good_share: float = 0.25):
         if not 0 < sample_ratio <= 1:
             raise ValueError(f"sample_ratio must be in (0, 1], got {sample_ratio}")
+        if not 0 <= good_share <= 1:
+            raise ValueError(f"good_share must be in [0, 1], got {good_share}")
         records, self.report = load_coco_boxes(ann_file, img_dir, verbose=verbose)
         records = _subsample(records, sample_ratio, max_images, seed)
         if not records: raise ValueError(f"{ann_file}: no usable images with boxes")
         self.records, self.train, self.noise_scale = records, train, noise_scale
-        self.seed, self.epoch = seed, 0
+        self.seed, self.epoch, self.good_share = seed, 0, good_share
 
     def set_epoch(self, epoch: int):
         "Training noise depends on the epoch: call this at the start of each."
@@ -406,7 +421,7 @@ class BoxRefinementDataset(Dataset):
         "Image `i` with the noisy boxes of `epoch` (fixed ones when not `train`)."
         r = self.records[i]
         seed = _mix(self.seed, epoch if self.train else -1, r['image_id'])
-        if self.train: noisy = _mixed_noise(r['boxes'], self.noise_scale, seed)
+        if self.train: noisy = _mixed_noise(r['boxes'], self.noise_scale, seed, self.good_share)
         else: noisy = jitter_boxes(r['boxes'], self.noise_scale, seed=seed)
         return {'image_id': r['image_id'], 'file': str(r['file']), 'size': r['size'],
                 'boxes': r['boxes'], 'noisy': noisy}
