@@ -105,18 +105,22 @@ def matched_ious(gt: dict, before: list[dict], after: list[dict]) -> tuple[torch
     return as_t(iou_in), as_t(iou_out), as_t(pred)
 
 def refinement_gains(gt: dict, before: list[dict], after: list[dict]) -> dict:
-    "COCO statistics before and after, and the matched ground truth's IoU by input-IoU bucket."
+    "COCO statistics before and after (and rescored), matched IoU by input-IoU bucket, calibration."
     known = {im['id'] for im in gt['images']}
     pairs = [(b, a) for b, a in zip(before, after) if b['image_id'] in known]
     before, after = [b for b, _ in pairs], [a for _, a in pairs]
     iou_in, iou_out, pred = matched_ious(gt, before, after)
     has = ~pred.isnan()
-    return {'calibration': quality_calibration(pred[has], iou_out[has], iou_in[has])
-                           if has.any() else None,'before': evaluate_detections(gt, before), 'after': evaluate_detections(gt, after),
-            'matched': len(iou_in),
-            'mean_iou_before': float(iou_in.mean()) if len(iou_in) else None,
-            'mean_iou_after': float(iou_out.mean()) if len(iou_out) else None,
-            'buckets': bucket_table(bucket_sums(iou_in, iou_out))}
+    gains = {'before': evaluate_detections(gt, before), 'after': evaluate_detections(gt, after),
+             'matched': len(iou_in),
+             'mean_iou_before': float(iou_in.mean()) if len(iou_in) else None,
+             'mean_iou_after': float(iou_out.mean()) if len(iou_out) else None,
+             'buckets': bucket_table(bucket_sums(iou_in, iou_out)),
+             'calibration': quality_calibration(pred[has], iou_out[has], iou_in[has])
+                            if has.any() else None}
+    if any('iou_pred' in d and 'detector_score' not in d for d in after):
+        gains['after_rescored'] = evaluate_detections(gt, rescored(after))
+    return gains
 
 def format_gains(gains: dict, keys=('AP', 'AP50', 'AP75', 'AR100')) -> str:
     "AP and AR before and after, then the IoU buckets, as text."
@@ -306,8 +310,6 @@ def _evaluate_methods(report: dict, reports: dict, gt: dict, before: list, after
     "The report's evaluation of `method` (and rescored), and `comparison` when `compare`."
     gains = {m: refinement_gains(gt, before, afters[m]) for m in afters}
     report['evaluation'] = gains[method]
-    if any('iou_pred' in d for d in afters[method]) and not report['rescored']:
-        report['evaluation']['after_rescored'] = evaluate_detections(gt, rescored(afters[method]))
     if compare:
         report['comparison'] = gains_side_by_side({m: gains[m] for m in METHODS})
         report['comparison']['unchanged'] = {m: reports[m]['unchanged'] for m in METHODS}
