@@ -21,6 +21,9 @@ requirements = shlex.split(cfg.get('requirements', ''))
 if cfg.get('pip_requirements'): requirements += shlex.split(cfg.get('pip_requirements', ''))
 min_python = cfg['min_python']
 dev_requirements = shlex.split(cfg.get('dev_requirements') or '')
+# optional extras: a settings.ini key extra_NAME lists the packages of pip install 'boxrefine[NAME]'
+extras = {'dev': dev_requirements}
+extras.update({k.removeprefix('extra_'): shlex.split(v) for k, v in cfg.items() if k.startswith('extra_')})
 
 setuptools.setup(
     name=cfg['lib_name'],
@@ -33,7 +36,7 @@ setuptools.setup(
     packages=setuptools.find_packages(include=[cfg['lib_path'], cfg['lib_path'] + '.*']),
     include_package_data=True,
     install_requires=requirements,
-    extras_require={'dev': dev_requirements},
+    extras_require=extras,
     python_requires='>=' + cfg['min_python'],
     long_description=open('README.md', encoding='utf-8').read(),
     long_description_content_type='text/markdown',

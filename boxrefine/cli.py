@@ -404,17 +404,23 @@ def _train_command(p):
     p.add_argument('--out', metavar='DIR', help='output folder (default: output.dir of the config)')
     p.add_argument('--device', help="'auto' (a GPU where there is one, else the CPU), 'cpu', "
                                     "'cuda', 'cuda:1' (default: hqsam.device of the config)")
+    p.add_argument('--logger', nargs='+', choices=['csv', 'tensorboard'], metavar='NAME',
+                   help="experiment loggers: csv (metrics.csv, always written) and/or tensorboard "
+                        "(OUT/tensorboard; needs pip install tensorboard) "
+                        "(default: output.report_to of the config)")
     p.set_defaults(run=_run_train)
 
 def _run_train(args):
     _need_file(args.config, 'config file')
     _need_file(args.resume, 'checkpoint')
     from boxrefine.config import TrainConfig
-    from boxrefine.engine import resolve_device
+    from boxrefine.engine import report_targets, resolve_device
     from boxrefine.refiner import apply_modes, train_refiner
     given = {'hqsam': {'device': args.device}} if args.device else {}
+    if args.logger: given['output'] = {'report_to': args.logger}
     cfg = apply_modes(TrainConfig.load(args.config, **given), fast=args.fast, debug=args.debug)
     resolve_device(cfg['hqsam']['device'])          # a device this machine lacks: said first
+    report_targets(None, cfg)                       # so is a logger that is not installed
     _need_writable_dir(args.out or cfg['output']['dir'], 'output folder')
     train_refiner(cfg, args.out, args.resume, args.clear_cache)   # tests mock it by position
 

@@ -113,8 +113,14 @@ class FeatureCacheSection(_Section):
 class OptimizationSection(_Section):
     feature_cache: FeatureCacheSection = FeatureCacheSection()
 
+def _names(v):
+    "One name as a list of one (`report_to: tensorboard`); anything else as it is."
+    return [v] if isinstance(v, str) else v
+
 class OutputSection(_Section):
     dir: PathStr = 'runs/refiner'
+    # experiment loggers: metrics.csv always; 'tensorboard' writes OUT/tensorboard too
+    report_to: Annotated[list[Literal['csv', 'tensorboard']], BeforeValidator(_names)] = ['csv']
 
 class ConfigSchema(_Section):
     "The training config: every section and key, its type, range and default."

@@ -30,11 +30,12 @@ from .viz import figure_png, loss_curves
 
 
 # %% auto #0
-__all__ = ['PRECISIONS', 'CHECKPOINT_FORMAT', 'FROZEN_ON_RESUME', 'RESUME_KEYS', 'resolve_precision', 'autocast', 'make_scaler',
-           'rng_state', 'set_rng_state', 'save_checkpoint', 'load_checkpoint', 'convert_checkpoint', 'plain_data',
-           'NonFiniteLossError', 'EpochFeed', 'write_metrics_csv', 'config_diff', 'check_resume_checkpoint',
-           'keep_best', 'fit', 'resolve_device', 'default_workers', 'training_run', 'make_loader', 'finish_run',
-           'plot_metrics']
+__all__ = ['PRECISIONS', 'CHECKPOINT_FORMAT', 'FROZEN_ON_RESUME', 'RESUME_KEYS', 'LOGGERS', 'TENSORBOARD_HINT',
+           'resolve_precision', 'autocast', 'make_scaler', 'rng_state', 'set_rng_state', 'save_checkpoint',
+           'load_checkpoint', 'convert_checkpoint', 'plain_data', 'NonFiniteLossError', 'EpochFeed',
+           'write_metrics_csv', 'config_diff', 'check_resume_checkpoint', 'keep_best', 'fit', 'LoggerMissingError',
+           'tensorboard_writer', 'report_targets', 'RunListeners', 'resolve_device', 'default_workers', 'training_run',
+           'make_loader', 'finish_run', 'plot_metrics']
 
 # %% ../nbs/06a_engine.ipynb #31c92c42
 PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16')
@@ -409,11 +410,12 @@ def keep_best(out_dir, best, history: list, resume) -> float | None:
 # %% ../nbs/06a_engine.ipynb #19b28db4
 def fit(task, loader, optimizer, *, epochs: int, out_dir, precision: str = 'auto', device='cpu',
         grad_clip: float | None = 1.0, resume=None, config: dict | None = None,
-        score_key: str | None = None, higher_is_better: bool = True,
+        score_key: str | None = None, higher_is_better: bool = True, report_to=None,
         on_step: Callable | None = None, on_epoch: Callable | None = None,
         extra_state: dict | None = None, progress: bool = True, desc: str = 'train') -> list[dict]:
     "Train `task.model` with `task.train_step` (and `validate`, `epoch_stats`); the metrics rows."
     out_dir, device, main = Path(out_dir), torch.device(device), is_main()
+    hear = RunListeners(out_dir, report_to, config, len(loader), on_step=on_step, on_epoch=on_epoch)
     progress = progress and main              # one process writes logs, checkpoints and metrics
     if main: out_dir.mkdir(parents=True, exist_ok=True)
     precision = resolve_precision(precision, device)
@@ -425,27 +427,95 @@ def fit(task, loader, optimizer, *, epochs: int, out_dir, precision: str = 'auto
         if main: print(f"resumed from {resume} at epoch {start - 1} (best {score_key} {best})")
         best = keep_best(out_dir, best, history, resume)
     loop = dict(epochs=epochs, precision=precision, device=device, grad_clip=grad_clip,
-                on_step=on_step if main else None, progress=progress, desc=desc)
+                on_step=hear.on_step if main else None, progress=progress, desc=desc)
     feed = EpochFeed(loader)
     try:
         for epoch in range(start, epochs + 1):
             row = _epoch(task, feed, optimizer, scaler, epoch=epoch, **loop)
             history.append(row)
             score = row.get(score_key) if score_key else None
-            improved = _improves(score, best, higher_is_better)
-            if improved: best = score
+            if improved := _improves(score, best, higher_is_better):
+                best = score
+                for earlier in history: earlier['best'] = False
             row['best'] = improved
-            if improved:
-                for earlier in history[:-1]: earlier['best'] = False
             if main:
                 _save_epoch(out_dir, task.model, optimizer, scaler, epoch=epoch, improved=improved,
                             config=config, best_score=best, history=history, precision=precision,
                             **(extra_state or {}))
-            if on_epoch and main: on_epoch(row)
+                hear.on_epoch(row)
             if progress: print(f"epoch {epoch}/{epochs}: {_describe(row, score_key)}")
     finally:
         feed.close()
+        hear.close()
     return history
+
+# %% ../nbs/06a_engine.ipynb #4f4dbc28
+LOGGERS = ('csv', 'tensorboard')
+TENSORBOARD_HINT = "pip install tensorboard (or pip install 'boxrefine[tensorboard]')"
+
+class LoggerMissingError(ImportError, ValueError):
+    "An experiment logger was asked for, but its package is not installed."
+
+def tensorboard_writer():
+    "torch's `SummaryWriter` class, or an error that says how to install tensorboard."
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as e:
+        raise LoggerMissingError(f"report_to 'tensorboard': the tensorboard package is not "
+                                 f"installed here ({e}); {TENSORBOARD_HINT}") from None
+    return SummaryWriter
+
+def report_targets(report_to=None, config: dict | None = None) -> tuple[str, ...]:
+    "The loggers asked (`report_to`, else the config's `output.report_to`), 'csv' first; checked."
+    if report_to is None:
+        section = (config or {}).get('output')
+        report_to = section.get('report_to') if isinstance(section, dict) else None
+    names = [report_to] if isinstance(report_to, str) else list(report_to or [])
+    unknown = [n for n in names if n not in LOGGERS]
+    if unknown:
+        raise ValueError(f"report_to: unknown logger {unknown[0]!r}; "
+                         f"choose from {', '.join(LOGGERS)}")
+    if 'tensorboard' in names: tensorboard_writer()
+    return tuple(dict.fromkeys(['csv', *names]))
+
+# %% ../nbs/06a_engine.ipynb #db8025fc
+def _scalars(row: dict, skip=('epoch', 'step')) -> dict[str, float]:
+    "The numeric figures of a metrics row (not flags such as `best`)."
+    return {k: float(v) for k, v in row.items() if k not in skip and not isinstance(v, bool)
+            and isinstance(v, (int, float, np.number))}
+
+def _tag(key: str) -> str:
+    "A metric's TensorBoard tag: `train_loss` -> `train/loss`, `val_AP` -> `val/AP`, else `epoch/`."
+    head, _, rest = key.partition('_')
+    return f"{head}/{rest}" if head in ('train', 'val') and rest else f"epoch/{key}"
+
+class RunListeners:
+    "The caller's `on_step` and `on_epoch`, and the loggers asked (`report_targets`)."
+    def __init__(self, out_dir, report_to=None, config: dict | None = None,
+                 steps_per_epoch: int = 0, *, on_step=None, on_epoch=None):
+        self.targets = report_targets(report_to, config)
+        self.log_dir = Path(out_dir) / 'tensorboard' if 'tensorboard' in self.targets else None
+        self.steps_per_epoch, self.writer = steps_per_epoch, None
+        self.user_step, self.user_epoch = on_step, on_epoch
+
+    def _writer(self):
+        if self.writer is None: self.writer = tensorboard_writer()(log_dir=str(self.log_dir))
+        return self.writer
+
+    def on_step(self, row: dict):
+        if self.log_dir:
+            step = (row['epoch'] - 1) * self.steps_per_epoch + row['step']
+            for k, v in _scalars(row).items(): self._writer().add_scalar(f"step/{k}", v, step)
+        if self.user_step: self.user_step(row)
+
+    def on_epoch(self, row: dict):
+        if self.log_dir:
+            for k, v in _scalars(row).items(): self._writer().add_scalar(_tag(k), v, row['epoch'])
+            self._writer().flush()
+        if self.user_epoch: self.user_epoch(row)
+
+    def close(self):
+        if self.writer is not None: self.writer.close()
 
 # %% ../nbs/06a_engine.ipynb #0ad632ec
 def resolve_device(device) -> torch.device:

@@ -408,27 +408,40 @@ def refine_boxes_file(run, boxes_file, *, images=None, output=None, method: str 
     return {'boxes': kept, 'report': report}
 
 # %% ../nbs/15_refine.ipynb #5ead371f
+from .atomic import atomic_write_bytes
+from .viz import draw_refinements, figure_png, panel_grid
+
 def refined_examples(gt: dict, files: dict, before: list[dict], after: list[dict], png, n: int = 4,
-                     also: dict | None = None):
-    "A picture of `n` images with ground-truth, input and refined boxes (and `also`'s layers)."
-    xyxy = lambda b: convert_boxes(torch.tensor(b, dtype=torch.float64), 'xywh', 'xyxy').tolist()
-    iou = lambda a, b: pairwise_iou(torch.tensor([xyxy(a)]), torch.tensor([xyxy(b)])).item()
-    shown = {b['image_id'] for b in before} & {a['image_id'] for a in gt['annotations']}
-    ids = [im['id'] for im in gt['images'] if im['id'] in files and im['id'] in shown][:n]
-    fig = Figure(figsize=(4.2 * len(ids), 3.6))
-    for k, image_id in enumerate(ids):
-        idx = [i for i, b in enumerate(before) if b['image_id'] == image_id]
-        truth = [ann['bbox'] for ann in gt['annotations'] if ann['image_id'] == image_id]
-        best = [max(truth, key=lambda t: iou(before[i]['bbox'], t)) for i in idx]
-        layers = {'ground truth': [xyxy(t) for t in best],
-                  'noisy': [xyxy(before[i]['bbox']) for i in idx],
-                  'refined': [xyxy(after[i]['bbox']) for i in idx]}
-        layers |= {name: [{'xyxy': xyxy(boxes[i]['bbox']), 'iou': iou(boxes[i]['bbox'], t)}
-                          for i, t in zip(idx, best)] for name, boxes in (also or {}).items()}
-        colours = layer_colours(list(layers)) | {'sam': '#d62728'}
-        draw_boxes(files[image_id], layers, ax=fig.add_subplot(1, len(ids), k + 1),
-                   title=f"image {image_id}", colours=colours)
-    fig.savefig(png, dpi=90, bbox_inches='tight')
-    return Path(png)
-
-
+                     also: dict | None = None, max_boxes: int = 12) -> Path:
+    "`n` images, most boxes moved first: ground truth, numbered input, refined (and `also`), IoUs."
+    if n < 1: raise ValueError(f"refined_examples: n must be at least 1, got {n}")
+    versions = {'input': before, 'refined': after, **(also or {})}
+    for name, dets in versions.items():
+        if len(dets) != len(before):
+            raise ValueError(f"refined_examples: {name} has {len(dets)} boxes, the input "
+                             f"{len(before)}: they pair up by index")
+    cats = {c['id']: c.get('name', str(c['id'])) for c in gt.get('categories', [])}
+    def box(d):
+        xyxy = convert_boxes(torch.tensor(d['bbox'], dtype=torch.float64), 'xywh', 'xyxy')
+        return {'xyxy': xyxy.tolist(), 'category_id': d.get('category_id'),
+                'label': cats.get(d.get('category_id'), d.get('category_id')),
+                **({'score': d['score']} if 'score' in d else {})}
+    idx, truth = {}, {}
+    for i, d in enumerate(before): idx.setdefault(d['image_id'], []).append(i)
+    for a in gt['annotations']:
+        if not a.get('iscrowd', 0): truth.setdefault(a['image_id'], []).append(box(a))
+    moved = lambda i: sum(not np.allclose(before[j]['bbox'], after[j]['bbox'], atol=0.5)
+                          for j in idx[i])
+    names = {im['id']: im.get('file_name', str(im['id'])) for im in gt['images']}
+    ids = [i for i in names if i in files and i in idx and i in truth]
+    pngs = [figure_png(draw_refinements(files[i], truth[i], max_boxes=max_boxes,
+                                        versions={k: [box(v[j]) for j in idx[i]]
+                                                  for k, v in versions.items()},
+                                        title=f"{names[i]}  (image id {i})").figure, dpi=100)
+            for i in sorted(ids, key=moved, reverse=True)[:n]]
+    if not pngs:
+        fig = Figure(figsize=(5, 1))
+        fig.text(.5, .5, 'no image has detections, ground truth and a file', ha='center')
+        pngs = [figure_png(fig)]
+    return atomic_write_bytes(png, panel_grid(pngs, cols=1 if len(pngs) == 1 else
+                                              2 if len(pngs) <= 4 else 3))

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import io
+import math
 import time
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import ipywidgets as widgets
 import numpy as np
 import torch
 from fastcore.basics import patch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from PIL import Image
@@ -20,12 +22,15 @@ from PIL import Image
 from .boxes import convert_boxes, denormalize, paired_iou, pairwise_iou
 
 # %% auto #0
-__all__ = ['LAYER_COLOURS', 'PAIRED_LAYERS', 'as_box_dicts', 'layer_colours', 'layer_ious', 'draw_boxes', 'figure_png',
-           'draw_item', 'iou_table', 'BoxViewer', 'loss_curves', 'LossCurve']
+__all__ = ['LAYER_COLOURS', 'PAIRED_LAYERS', 'DASHED_LAYERS', 'LABEL_FONTSIZE', 'as_box_dicts', 'layer_colours', 'layer_ious',
+           'label_spots', 'place_labels', 'draw_boxes', 'figure_png', 'draw_item', 'iou_table', 'BoxViewer',
+           'match_truth', 'refinement_rows', 'refinement_note', 'draw_refinements', 'panel_grid', 'loss_curves',
+           'LossCurve']
 
 # %% ../nbs/10_viz.ipynb #870fff14
-LAYER_COLOURS = {'ground truth': '#2ca02c', 'noisy': '#ff7f0e', 'refined': '#1f77b4',
-                 'yolo': '#d62728', 'saliency': '#9467bd', 'generated': '#e377c2'}
+LAYER_COLOURS = {'ground truth': '#2ca02c', 'noisy': '#ff7f0e', 'input': '#ff7f0e',
+                 'refined': '#1f77b4', 'sam': '#d62728', 'yolo': '#d62728',
+                 'saliency': '#9467bd', 'generated': '#e377c2'}
 _EXTRA_COLOURS = ['#8c564b', '#17becf', '#bcbd22', '#7f7f7f']
 
 def as_box_dicts(boxes) -> list[dict]:
@@ -68,37 +73,124 @@ def layer_ious(layers: dict, reference: str = 'ground truth',
     return out
 
 # %% ../nbs/10_viz.ipynb #e3ab531c
+DASHED_LAYERS = ('noisy', 'input')
+
 def _box_text(b: dict, ious: list | None, i: int) -> str:
-    "A box's label, score and IoU (its paired one, or the `iou` it carries) as one short line."
+    "A box's own `text`, else its label, score and IoU (its paired one, or its `iou`) in one line."
+    if 'text' in b: return str(b['text'])
     iou = ious[i] if ious is not None else b.get('iou')
     parts = (b.get('label') and str(b['label']), 'score' in b and f"{b['score']:.2f}",
              iou is not None and f"IoU {iou:.2f}")
     return ' '.join(t for t in parts if t)
 
-def _draw_box(ax, b: dict, colour: str, text: str, dashed: bool = False):
+def _draw_box(ax, b: dict, colour: str, dashed: bool = False):
     x0, y0, x1, y1 = b['xyxy']
     ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=colour,
                            linewidth=2, linestyle='--' if dashed else '-'))
-    if text:
-        ax.text(x0, y0, text, fontsize=7, color='white', va='bottom',
-                bbox={'facecolor': colour, 'alpha': .8, 'pad': 1, 'lw': 0})
+
+# %% ../nbs/10_viz.ipynb #51cf7a38
+def _overlap(a, b) -> float:
+    "The area that two rectangles `(x0, y0, x1, y1)` share."
+    return max(min(a[2], b[2]) - max(a[0], b[0]), 0) * max(min(a[3], b[3]) - max(a[1], b[1]), 0)
+
+def _spots(box, size, bounds, stack: int = 12):
+    "Rectangles of `size` at the corners of `box`, then stacked below and above it; in `bounds`."
+    (x0, y0, x1, y1), (w, h) = box, size
+    corners = [(x0, y1), (x0, y1 - h), (x0, y0 - h), (x0, y0),
+               (x1 - w, y1), (x1 - w, y1 - h), (x1 - w, y0 - h), (x1 - w, y0)]
+    stacked = [(x0, y1 - h + s * k * h) for k in range(1, stack + 1) for s in (-1, 1)]
+    bx0, by0, bx1, by1 = bounds
+    for x, y in corners + stacked:
+        x, y = max(min(x, bx1 - w), bx0), max(min(y, by1 - h), by0)
+        yield (x, y, x + w, y + h)
+
+def label_spots(boxes: list, sizes: list, bounds) -> list[tuple]:
+    "A rectangle per box's label: at a corner, inside `bounds`, clear of the earlier ones if it can."
+    taken = []
+    for box, size in zip(boxes, sizes):
+        best, least = None, math.inf
+        for rect in _spots(box, size, bounds):
+            covered = sum(_overlap(rect, t) for t in taken)
+            if covered < least: best, least = rect, covered
+            if covered == 0: break
+        taken.append(best)
+    return taken
+
+# %% ../nbs/10_viz.ipynb #e78b1f3d
+LABEL_FONTSIZE = 7
+_LABEL_PAD = 1.5           # points of coloured background around a label's text
+
+def _renderer(fig):
+    "The figure's renderer (a bare `Figure` gets an Agg canvas)."
+    if not hasattr(fig.canvas, 'get_renderer'): FigureCanvasAgg(fig)
+    return fig.canvas.get_renderer()
+
+def _image_bounds(ax) -> tuple:
+    "The part of the axes (display units) that its image covers (all of it if it has none)."
+    x0, y0, x1, y1 = ax.bbox.extents
+    if not ax.images: return (x0, y0, x1, y1)
+    left, right, bottom, top = ax.images[0].get_extent()
+    (a, b), (c, d) = ax.transData.transform([(left, bottom), (right, top)])
+    return (max(x0, min(a, c)), max(y0, min(b, d)), min(x1, max(a, c)), min(y1, max(b, d)))
+
+def place_labels(ax, labels: list[tuple], fontsize: float = LABEL_FONTSIZE) -> list:
+    "Write each `(xyxy, text, colour)` at a corner of its box, clear of the others, in the image."
+    labels = [lab for lab in labels if lab[1]]
+    renderer, pad = _renderer(ax.figure), _LABEL_PAD * ax.figure.dpi / 72
+    ax.get_xlim()                        # the final view limits, then the axes' final box
+    ax.apply_aspect()
+    texts, boxes, sizes = [], [], []
+    for xyxy, text, colour in labels:
+        t = ax.text(0, 0, text, fontsize=fontsize, color='white', ha='left', va='bottom',
+                    bbox={'facecolor': colour, 'alpha': .85, 'pad': _LABEL_PAD, 'lw': 0})
+        e = t.get_window_extent(renderer)
+        (a, b), (c, d) = ax.transData.transform([list(xyxy[:2]), list(xyxy[2:])])
+        texts.append(t)
+        boxes.append((min(a, c), min(b, d), max(a, c), max(b, d)))
+        sizes.append((e.width + 2 * pad, e.height + 2 * pad))
+    to_data = ax.transData.inverted()
+    for t, r in zip(texts, label_spots(boxes, sizes, _image_bounds(ax))):
+        t.set_position(to_data.transform((r[0] + pad, r[1] + pad)))
+    return texts
 
 # %% ../nbs/10_viz.ipynb #7da572c0
+_LEGEND_SPOTS = {'below': dict(loc='upper left', bbox_to_anchor=(0, -0.01), frameon=False,
+                               borderaxespad=0),
+                 'right': dict(loc='upper left', bbox_to_anchor=(1.01, 1), frameon=False,
+                               borderaxespad=0),
+                 'inside': dict(loc='lower right', framealpha=.7)}
+
+def _legend(ax, where: str):
+    "The layers' legend below the image, at its right, or inside it (lower right)."
+    ncol = min(len(ax.lines), 4) if where == 'below' else 1
+    return ax.legend(fontsize=7, handlelength=2, columnspacing=1, ncol=ncol, **_LEGEND_SPOTS[where])
+
 def draw_boxes(image, layers: dict, ax=None, score_threshold: float = 0.0,
                iou_reference: str = 'ground truth', title: str | None = None, figsize=(6, 4.5),
-               colours: dict | None = None):
+               colours: dict | None = None, *, paired=PAIRED_LAYERS, legend: str | None = 'below',
+               note: str | None = None):
     "Draw `image` with each layer of boxes (labels, scores, per-box IoU); returns the axes."
+    if legend is not None and legend not in _LEGEND_SPOTS:
+        raise ValueError(f"legend must be one of {list(_LEGEND_SPOTS)} or None, got {legend!r}")
     if ax is None: ax = Figure(figsize=figsize).add_subplot()
-    ax.imshow(_open(image))
+    img = _open(image)
+    ax.imshow(img, extent=(0, img.width, img.height, 0))   # pixel edges where boxes put them
     ax.set_axis_off()
-    ious, colours = layer_ious(layers, iou_reference), colours or layer_colours(list(layers))
+    ious = layer_ious(layers, iou_reference, paired)
+    colours, labels = colours or layer_colours(list(layers)), []
     for name, boxes in layers.items():
-        boxes = as_box_dicts(boxes)
-        for i, b in enumerate(boxes):
-            if 'score' in b and b['score'] < score_threshold: continue
-            _draw_box(ax, b, colours[name], _box_text(b, ious.get(name), i), name == 'noisy')
-        ax.plot([], [], color=colours[name], label=f"{name} ({len(boxes)})")
-    if layers: ax.legend(loc='lower right', fontsize=7, framealpha=.7)
+        boxes, dashed = as_box_dicts(boxes), name in DASHED_LAYERS
+        shown = [i for i, b in enumerate(boxes) if b.get('score', score_threshold) >= score_threshold]
+        for i in shown:
+            _draw_box(ax, boxes[i], colours[name], dashed)
+            labels.append((boxes[i]['xyxy'], _box_text(boxes[i], ious.get(name), i), colours[name]))
+        count = len(boxes) if len(shown) == len(boxes) else f"{len(shown)} of {len(boxes)}"
+        ax.plot([], [], color=colours[name], ls='--' if dashed else '-', label=f"{name} ({count})")
+    place_labels(ax, labels)
+    key = _legend(ax, legend) if layers and legend else None
+    if note:
+        ax.annotate(note, (0, 0), xycoords=key if legend == 'below' and key else ax, va='top',
+                    xytext=(0, -4), textcoords='offset points', fontsize=7, family='monospace')
     if title: ax.set_title(title, fontsize=9)
     return ax
 
@@ -253,15 +345,19 @@ def from_boxes_file(cls: BoxViewer, boxes_file, cirr_root=None, **kwargs) -> Box
     return cls(items, **kwargs)
 
 # %% ../nbs/10_viz.ipynb #0147c3a3
-def _with_iou(boxes: list[dict], truth: list[dict]) -> list[dict]:
-    "Each box with `iou`: its IoU with the closest ground-truth box of its `category_id` (or 0)."
-    if not boxes or not truth: return [{**b, 'iou': 0.0} for b in boxes]
+def match_truth(boxes: list[dict], truth: list[dict]) -> list[tuple[int | None, float]]:
+    "Each box's closest ground-truth box of its `category_id`: (index, IoU), or (None, 0) if none."
+    if not boxes or not truth: return [(None, 0.0)] * len(boxes)
     m = pairwise_iou(torch.tensor([b['xyxy'] for b in boxes], dtype=torch.float64),
                      torch.tensor([t['xyxy'] for t in truth], dtype=torch.float64))
     same = torch.tensor([[b.get('category_id') == t.get('category_id') for t in truth]
                          for b in boxes])
-    best = torch.where(same, m, torch.zeros_like(m)).max(1).values
-    return [{**b, 'iou': float(v)} for b, v in zip(boxes, best)]
+    best, at = torch.where(same, m, torch.full_like(m, -1.0)).max(1)
+    return [(int(j), float(v)) if v >= 0 else (None, 0.0) for j, v in zip(at, best)]
+
+def _with_iou(boxes: list[dict], truth: list[dict]) -> list[dict]:
+    "Each box with `iou`: its IoU with the closest ground-truth box of its `category_id` (or 0)."
+    return [{**b, 'iou': v} for b, (_, v) in zip(boxes, match_truth(boxes, truth))]
 
 def _detection_layer(source, name: str, coco: dict) -> dict[int, list[dict]]:
     "Image id → box dicts of one set of COCO results (a file or a list), checked against `coco`."
@@ -293,6 +389,82 @@ def from_detections(cls: BoxViewer, gt_file, img_dir, detections, *, min_score: 
             truth = it['layers']['ground truth']
             it['layers'][name] = _with_iou(per_image.get(it['image_id'], []), truth)
     return cls(items, panels=panels, min_score=min_score, **kwargs)
+
+# %% ../nbs/10_viz.ipynb #525d5295
+def _iou(a, b) -> float:
+    return paired_iou(torch.tensor([a], dtype=torch.float64),
+                      torch.tensor([b], dtype=torch.float64)).item()
+
+def refinement_rows(truth: list[dict], versions: dict[str, list[dict]]) -> list[dict]:
+    "Per box of the first version: its class-matched ground truth (`truth`) and each version's IoU."
+    first_name, first = next(iter(versions.items()), (None, []))
+    for name, boxes in versions.items():
+        if len(boxes) != len(first):
+            raise ValueError(f"{name!r} has {len(boxes)} boxes but {first_name!r} has {len(first)}: "
+                             "versions of the same boxes pair up by index")
+    rows = []
+    for i, (j, _) in enumerate(match_truth(first, truth)):
+        ious = {n: None if j is None else _iou(bs[i]['xyxy'], truth[j]['xyxy'])
+                for n, bs in versions.items()}
+        rows.append({'truth': j, 'label': first[i].get('label', first[i].get('category_id')),
+                     'score': first[i].get('score'), 'ious': ious})
+    return rows
+
+# %% ../nbs/10_viz.ipynb #ab8ddb9c
+def refinement_note(rows: list[dict], names: list[str], total: int | None = None) -> str:
+    "The table under a picture of refined boxes: number, class, score, each version's IoU, gain."
+    labels = [str(r['label'] if r['label'] is not None else '')[:16] for r in rows]
+    w, gain = max([5] + [len(s) for s in labels]), len(names) >= 2
+    lines = [f"{'#':>2}  {'class':<{w}}  score" + ''.join(f" {n[:8]:>8}" for n in names)
+             + ('     gain' if gain else '')]
+    for k, (r, label) in enumerate(zip(rows, labels), 1):
+        start = f"{k:>2}  {label:<{w}}  " + (f"{r['score']:5.2f}" if r['score'] is not None
+                                            else '    -')
+        if r['truth'] is None:
+            lines.append(f"{start}  no {label or 'box'} in the ground truth")
+            continue
+        ious = [r['ious'][n] for n in names]
+        lines.append(start + ''.join(f" {v:8.2f}" for v in ious)
+                     + (f" {ious[1] - ious[0]:+8.2f}" if gain else ''))
+    if total is not None and total > len(rows):
+        lines.append(f"(the {len(rows)} highest-scored of {total} boxes)")
+    return '\n'.join(lines)
+
+# %% ../nbs/10_viz.ipynb #b5e90852
+def draw_refinements(image, truth: list[dict], versions: dict[str, list[dict]], *, ax=None,
+                     title: str | None = None, size: float = 5.5, max_boxes: int = 12,
+                     colours: dict | None = None):
+    "Ground truth once; versions of the same boxes (input, refined, ...), the first numbered; IoUs."
+    img = _open(image)
+    refinement_rows(truth, versions)                                 # the versions pair up
+    first = next(iter(versions.values()), [])
+    keep = sorted(range(len(first)), key=lambda i: -first[i].get('score', 1.0))[:max_boxes]
+    kept = {n: [bs[i] for i in keep] for n, bs in versions.items()}
+    layers = {'ground truth': [{'xyxy': t['xyxy'], 'text': ''} for t in truth]}
+    for k, (name, boxes) in enumerate(kept.items()):
+        layers[name] = [{'xyxy': b['xyxy'], 'text': str(i + 1) if k == 0 else ''}
+                        for i, b in enumerate(boxes)]
+    note = refinement_note(refinement_rows(truth, kept), list(versions), len(first))
+    if ax is None:                                     # the image fills `size` inches
+        ax = Figure(figsize=(size, size * img.height / img.width)).add_axes((0, 0, 1, 1))
+    return draw_boxes(img, layers, ax=ax, title=title, colours=colours, paired=(), note=note)
+
+# %% ../nbs/10_viz.ipynb #eee23fe8
+def panel_grid(pngs: list[bytes], cols: int, gap: int = 16) -> bytes:
+    "PNG panels in a grid of `cols` columns on white, as one PNG."
+    if not pngs: raise ValueError("panel_grid needs at least one panel")
+    ims = [Image.open(io.BytesIO(p)).convert('RGB') for p in pngs]
+    rows = [ims[k:k + cols] for k in range(0, len(ims), cols)]
+    w = max(im.width for im in ims)
+    heights = [max(im.height for im in row) for row in rows]
+    out = Image.new('RGB', (len(rows[0]) * (w + gap) - gap, sum(heights) + gap * (len(rows) - 1)),
+                    'white')
+    for r, row in enumerate(rows):
+        for c, im in enumerate(row):
+            out.paste(im, (c * (w + gap), sum(heights[:r]) + gap * r))
+    buf = io.BytesIO()
+    out.save(buf, format='png')
+    return buf.getvalue()
 
 # %% ../nbs/10_viz.ipynb #b6bf8395
 def _number(v) -> float | None:
