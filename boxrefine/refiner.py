@@ -29,8 +29,8 @@ from .dist import (DistContext, barrier, gather_objects, is_main, reduce_sums,
                             shard_items, wrap_ddp)
 from .evaluate import (IOU_BUCKETS, bucket_label, bucket_sums, bucket_table,
                                 format_buckets)
-from .engine import (finish_run, fit, load_checkpoint, make_loader, resolve_device,
-                              resolve_precision, training_run)
+from .engine import (finish_run, fit, load_checkpoint, make_loader, report_targets,
+                              resolve_device, resolve_precision, training_run)
 from .features import (FEATURE_NAMES, HQSAMFeatures, cache_for, extract_with_cache,
                                 precompute, stored_names)
 from .model import DEFAULT_GATE_MARGIN, BoxRefiner, RefinerOutput, refiner_loss
@@ -335,6 +335,7 @@ def train_refiner(cfg: TrainConfig, out_dir=None, resume=None, clear_cache: bool
     out_dir = Path(out_dir or cfg['output']['dir'])
     for k in ('train_ann', 'train_img', 'val_ann', 'val_img'):
         if not d[k]: raise ValueError(f"config data.{k} is required")
+    report_targets(None, cfg)                  # a logger that is not installed: said first
     with training_run(cfg['hqsam']['device'], seed=t['seed'], resume=resume) as ctx:
         if ctx.is_main and out_dir.is_dir(): remove_dead_temp(out_dir)   # killed writers' files
         datasets = refiner_datasets(cfg, verbose=ctx.is_main)
