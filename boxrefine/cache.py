@@ -10,7 +10,6 @@ import json
 import math
 import os
 import shutil
-import time
 import warnings
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -22,16 +21,14 @@ import torch
 import xxhash
 from fastcore.basics import patch
 from safetensors.torch import load as st_load, save as st_save
-from tqdm.auto import tqdm
 
-from .atomic import (ORPHAN_MIN_AGE, READ_ONLY_ERRNOS, atomic_write_bytes,
-                              atomic_write_json, check_writable as check_folder_writable,
-                              pid_alive, remove_dead_temp, temp_writer)
+from .atomic import (READ_ONLY_ERRNOS, atomic_write_bytes, atomic_write_json,
+                              check_writable as check_folder_writable, remove_dead_temp)
 
 # %% auto #0
-__all__ = ['CACHE_FORMAT', 'SCALE_SUFFIX', 'STORAGE_DTYPES', 'COUNT_KEYS', 'content_key', 'content_keys', 'CacheStats',
-           'CorruptEntry', 'FeatureCache', 'quantize_int8', 'dequantize', 'entry_layout', 'read_entry_into',
-           'check_entry', 'scan_split', 'repair_split', 'remove_orphaned_temp', 'detect_caches', 'verify_caches']
+__all__ = ['CACHE_FORMAT', 'SCALE_SUFFIX', 'STORAGE_DTYPES', 'content_key', 'content_keys', 'CacheStats', 'CorruptEntry',
+           'layout_problem', 'read_info', 'recorded_layout', 'FeatureCache', 'quantize_int8', 'dequantize',
+           'header_layout', 'entry_layout', 'read_entry_into', 'common_layout', 'reader_pool']
 
 # %% ../nbs/02_cache.ipynb #f2703ba2
 def content_key(source) -> str:
@@ -196,7 +193,7 @@ def _layout_of(specs: dict) -> dict:
 def _describe(spec: tuple) -> str:
     return f"{str(spec[0]).removeprefix('torch.')} {list(spec[1])}"
 
-def _layout_problem(got: dict, want: dict, whose: str = "this cache's entries hold") -> str | None:
+def layout_problem(got: dict, want: dict, whose: str = "this cache's entries hold") -> str | None:
     "Where layout `got` differs from `want`, as a sentence (None where it does not)."
     if sorted(got) != sorted(want):
         return f"it holds the tensors {sorted(got)}, {whose} {sorted(want)}"
@@ -231,7 +228,7 @@ def _broken_info(path: Path, why) -> str:
             "writes it again and keeps the cached features), or remove this encoder's cache with "
             f"`boxrefine cache clear {path.parent.parent} --fingerprint {path.parent.name}`")
 
-def _read_info(path: Path) -> dict:
+def read_info(path: Path) -> dict:
     "The object a cache's `fingerprint.json` holds; a `ValueError` naming the file if it is broken."
     try:
         info = json.loads(path.read_text())
@@ -246,10 +243,10 @@ def _read_info(path: Path) -> dict:
             raise ValueError(_broken_info(path, e)) from None
     return info
 
-def _recorded_layout(path: Path) -> dict | None:
+def recorded_layout(path: Path) -> dict | None:
     "The layout that the `fingerprint.json` at `path` records; None if none, or it is unreadable."
     try:
-        info = _read_info(path) if path.is_file() else {}
+        info = read_info(path) if path.is_file() else {}
     except (ValueError, OSError):
         return None
     return _layout_from_json(info['layout']) if 'layout' in info else None
@@ -296,7 +293,7 @@ def _write_info(self: FeatureCache, info: dict):
             'cache_format': CACHE_FORMAT}
     path = self.info_path
     remove_dead_temp(path.parent, path.name)
-    old = _read_info(path) if path.exists() else {}
+    old = read_info(path) if path.exists() else {}
     if self._layout_known and self._layout is not None:
         info['layout'] = _layout_json(self._layout)
     elif 'layout' in old:   # kept: this cache object was not told another one
@@ -382,7 +379,7 @@ def stored_layout(self: FeatureCache, layout: dict) -> dict:
 def layout(self: FeatureCache) -> dict | None:
     "Name → (dtype, shape) of what every entry holds: as given, or as `fingerprint.json` records."
     if not self._layout_known:
-        self._layout, self._layout_known = _recorded_layout(self.info_path), True
+        self._layout, self._layout_known = recorded_layout(self.info_path), True
     return self._layout
 
 # %% ../nbs/02_cache.ipynb #8a593a45
@@ -399,7 +396,7 @@ def get(self: FeatureCache, key: str, device='cpu',
         return None
     try:
         meta, specs = _entry_header(io.BytesIO(data), len(data), key)
-        why = self.layout and _layout_problem(_layout_of(specs), self.layout)
+        why = self.layout and layout_problem(_layout_of(specs), self.layout)
         if why: raise CorruptEntry(why)
         tensors = st_load(data)
         if _checksum(tensors) != meta.get(_CHECKSUM): raise CorruptEntry(_MISMATCH)
@@ -470,14 +467,17 @@ def remove_description(self: FeatureCache) -> bool:
     return had
 
 # %% ../nbs/02_cache.ipynb #1553e742
+def header_layout(f, key: str | None = None) -> dict[str, tuple[torch.dtype, tuple[int, ...]]]:
+    "Name → (dtype, shape) of the entry open in `f`, from its checked header (and `key`, if given)."
+    return _layout_of(_entry_header(f, os.fstat(f.fileno()).st_size, key)[1])
+
 def entry_layout(path) -> dict[str, tuple[torch.dtype, tuple[int, ...]]]:
     "Name → (dtype, shape) of each tensor of the entry at `path` (`CorruptEntry`: a bad header)."
     with open(path, 'rb') as f:
         try:
-            _, specs = _entry_header(f, os.fstat(f.fileno()).st_size)
+            return header_layout(f)
         except CorruptEntry as e:
             raise CorruptEntry(f"cache entry {path}: {e}") from None
-    return _layout_of(specs)
 
 # %% ../nbs/02_cache.ipynb #51f0da4a
 def _bytes_of(t: torch.Tensor) -> memoryview:
@@ -488,7 +488,7 @@ def read_entry_into(f, key: str, slots: dict[str, torch.Tensor]) -> int:
     size = os.fstat(f.fileno()).st_size
     meta, specs = _entry_header(f, size, key)
     want = {name: (t.dtype, tuple(t.shape)) for name, t in slots.items()}
-    why = _layout_problem(_layout_of(specs), want, 'the batch expects')
+    why = layout_problem(_layout_of(specs), want, 'the batch expects')
     if why: raise CorruptEntry(why)
     for name in sorted(specs, key=lambda k: specs[k][2]):
         view = _bytes_of(slots[name])
@@ -502,22 +502,22 @@ def read_entry_into(f, key: str, slots: dict[str, torch.Tensor]) -> int:
     return size
 
 # %% ../nbs/02_cache.ipynb #584a8442
-def _header_layout(path, key: str) -> dict | None:
+def _sound_layout(path, key: str) -> dict | None:
     "The layout of the entry of `key` at `path` if its header is sound, else None."
     try:
         with open(path, 'rb') as f:
-            return _layout_of(_entry_header(f, os.fstat(f.fileno()).st_size, key)[1])
+            return header_layout(f, key)
     except (OSError, CorruptEntry):
         return None
 
 @patch
 def holds(self: FeatureCache, key: str) -> bool:
     "Whether `key` has an entry whose header is sound (format, key, sizes) and of this `layout`."
-    got = _header_layout(self.path_for(key), key)
-    return got is not None and not (self.layout and _layout_problem(got, self.layout))
+    got = _sound_layout(self.path_for(key), key)
+    return got is not None and not (self.layout and layout_problem(got, self.layout))
 
 # %% ../nbs/02_cache.ipynb #79bb857f
-def _common_layout(layouts: list[dict]) -> dict | None:
+def common_layout(layouts: list[dict]) -> dict | None:
     "The layout that more of `layouts` are than any other; None if none is (a tie, or none)."
     top = Counter(tuple(sorted(lay.items())) for lay in layouts).most_common(2)
     if not top or (len(top) == 2 and top[0][1] == top[1][1]):
@@ -532,8 +532,8 @@ def expected_layout(self: FeatureCache, keys: list[str] | None = None, sample: i
     paths = [self.path_for(k) for k in keys] if keys is not None else self.entries()
     picked = paths[::max(1, len(paths) // sample)][:sample]
     found = [lay for p in picked
-             if (lay := _header_layout(p, p.name.removesuffix('.safetensors'))) is not None]
-    common = _common_layout(found)
+             if (lay := _sound_layout(p, p.name.removesuffix('.safetensors'))) is not None]
+    common = common_layout(found)
     if common is None:
         raise ValueError(f"cannot tell what the entries of {self.root} should hold: its "
                          f"fingerprint.json records no layout, and of {len(picked)} entries read "
@@ -544,7 +544,7 @@ def expected_layout(self: FeatureCache, keys: list[str] | None = None, sample: i
 # %% ../nbs/02_cache.ipynb #919f2de8
 _POOLS: dict[tuple[int, int], ThreadPoolExecutor] = {}
 
-def _reader_pool(threads: int) -> ThreadPoolExecutor:
+def reader_pool(threads: int) -> ThreadPoolExecutor:
     "A thread pool of this process (a forked DataLoader worker makes its own)."
     key = (os.getpid(), threads)
     if key not in _POOLS: _POOLS[key] = ThreadPoolExecutor(threads, thread_name_prefix='cache-read')
@@ -571,7 +571,7 @@ def read_batch(self: FeatureCache, keys: list[str], layout: dict | None = None,
                for name, (dtype, shape) in layout.items()}
         if shared: out = {k: v.share_memory_() for k, v in out.items()}  # sent without a copy
     asked = {k: (v.dtype, tuple(v.shape[1:])) for k, v in out.items()}
-    why = self.layout and _layout_problem(asked, self.layout)
+    why = self.layout and layout_problem(asked, self.layout)
     if why:
         raise ValueError(f"cannot read a batch of {self.root} in another layout than its entries': "
                          f"{why} (FeatureCache.expected_layout gives the right one)")
@@ -579,7 +579,7 @@ def read_batch(self: FeatureCache, keys: list[str], layout: dict | None = None,
     def read(i: int):
         return _read_into(self.path_for(keys[i]), keys[i], {k: v[i] for k, v in batch.items()})
     missing = []
-    for i, got in enumerate(_reader_pool(threads).map(read, range(len(keys)))):
+    for i, got in enumerate(reader_pool(threads).map(read, range(len(keys)))):
         if isinstance(got, int):
             self.stats.hits += 1
             self.stats.bytes_read += got
@@ -590,189 +590,3 @@ def read_batch(self: FeatureCache, keys: list[str], layout: dict | None = None,
             self._discard_corrupt(*got)
             missing.append(i)
     return batch, missing
-
-# %% ../nbs/02_cache.ipynb #41c3f36d
-def _inspect(path, full: bool = False, layout: dict | None = None) -> tuple:
-    "What is wrong with the entry file `path` (or None), and its layout if its header is sound."
-    path = Path(path)
-    key = path.name.removesuffix('.safetensors')
-    if path.parent.name != key[:2]:
-        return f"misplaced: an entry of key {key} belongs in folder {key[:2]}/", None
-    if path.is_symlink():
-        return "a symbolic link, which the cache never writes", None
-    try:
-        with open(path, 'rb', buffering=0) as f:
-            got = _layout_of(_entry_header(f, os.fstat(f.fileno()).st_size, key)[1])
-            why = layout and _layout_problem(got, layout)
-            if full and not why:
-                f.seek(0)
-                read_entry_into(f, key, {n: torch.empty(s, dtype=t) for n, (t, s) in got.items()})
-    except CorruptEntry as e:
-        return str(e), None
-    except OSError as e:
-        return f"it cannot be read ({e.strerror or e})", None
-    return why or None, got
-
-# %% ../nbs/02_cache.ipynb #e202726e
-def check_entry(path, full: bool = False, layout: dict | None = None) -> str | None:
-    "What is wrong with the entry file `path`, or None: header, `layout`, checksum (with `full`)."
-    return _inspect(path, full, layout)[0]
-
-# %% ../nbs/02_cache.ipynb #1d0daa32
-def _split_files(root: Path) -> tuple[list[dict], list[dict]]:
-    "Path, inode, bytes and mtime of the entry and temporary files in `root`'s `<ab>` folders."
-    entries, temps = [], []
-    try:
-        subs = sorted(e.path for e in os.scandir(root) if e.is_dir(follow_symlinks=False))
-    except FileNotFoundError:
-        return entries, temps
-    for sub in subs:
-        with os.scandir(sub) as found:
-            for e in found:
-                kind = entries if e.name.endswith('.safetensors') else temps
-                if kind is temps and temp_writer(e.name) is None:
-                    continue
-                try:
-                    st = e.stat(follow_symlinks=False)
-                except FileNotFoundError:   # renamed or removed since it was listed
-                    continue
-                kind.append({'path': e.path, 'inode': st.st_ino, 'bytes': st.st_size,
-                             'mtime': st.st_mtime})
-    return entries, temps
-
-# %% ../nbs/02_cache.ipynb #bacf4099
-COUNT_KEYS = ('valid', 'valid_bytes', 'invalid', 'invalid_bytes',
-              'orphaned_tmp', 'orphaned_tmp_bytes', 'active_tmp')
-_NO_LAYOUT = " (its fingerprint.json records no layout)"
-
-def _by_majority(found: list[tuple]) -> list[tuple]:
-    "(problem, layout) of each entry, with those of another layout than most entries' a problem."
-    common = _common_layout([got for why, got in found if why is None])
-    if common is None:
-        return found
-    judged = []
-    for why, got in found:
-        odd = why is None and _layout_problem(got, common, 'most entries of this split hold')
-        judged.append((odd + _NO_LAYOUT if odd else why, got))
-    return judged
-
-def scan_split(root, check: str | None = 'header', threads: int = 8, progress: bool = False,
-               min_age: float = ORPHAN_MIN_AGE, layout: dict | None = None) -> dict:
-    "Counts and bytes of valid and invalid entries and of dead writers' temporary files in `root`."
-    if check not in (None, 'header', 'full'):
-        raise ValueError(f"check must be None, 'header' or 'full', got {check!r}")
-    entries, temps = _split_files(Path(root))
-    now = time.time()
-    orphans = [t for t in temps
-               if now - t['mtime'] >= min_age and not pid_alive(temp_writer(t['path']))]
-    out = {'entries': len(entries), 'bytes': sum(e['bytes'] for e in entries),
-           'orphaned_tmp': len(orphans), 'orphaned_tmp_bytes': sum(t['bytes'] for t in orphans),
-           'active_tmp': len(temps) - len(orphans), 'orphaned_files': orphans}
-    if check is None:
-        return {**out, 'valid': None, 'valid_bytes': None, 'invalid': None,
-                'invalid_bytes': None, 'invalid_files': []}
-    layout = layout or _recorded_layout(Path(root).parent / 'fingerprint.json')
-    inspect = lambda e: _inspect(e['path'], check == 'full', layout)
-    found = _reader_pool(threads).map(inspect, entries)
-    desc = f"{'verify' if check == 'full' else 'check'} {Path(root).name}"
-    found = list(tqdm(found, total=len(entries), desc=desc, unit='entry', disable=not progress,
-                      leave=False))
-    found = found if layout else _by_majority(found)
-    invalid = [{**e, 'problem': why} for e, (why, _) in zip(entries, found) if why]
-    invalid_bytes = sum(e['bytes'] for e in invalid)
-    valid = {'valid': len(entries) - len(invalid), 'valid_bytes': out['bytes'] - invalid_bytes}
-    return {**out, **valid, 'invalid': len(invalid), 'invalid_bytes': invalid_bytes,
-            'invalid_files': invalid}
-
-# %% ../nbs/02_cache.ipynb #dde68557
-def _unlink_unchanged(path, inode: int) -> bool:
-    "Remove `path` unless it is gone or was replaced since it was checked; whether it was removed."
-    try:
-        if os.stat(path, follow_symlinks=False).st_ino != inode:
-            return False
-        os.unlink(path)
-    except FileNotFoundError:
-        return False
-    return True
-
-def repair_split(scan: dict) -> dict:
-    "Remove the invalid entries and the dead writers' temporary files that `scan_split` found."
-    gone = [f for f in scan['invalid_files'] if _unlink_unchanged(f['path'], f['inode'])]
-    tmp = [f for f in scan['orphaned_files'] if _unlink_unchanged(f['path'], f['inode'])]
-    return {'removed_invalid': len(gone), 'removed_invalid_bytes': sum(f['bytes'] for f in gone),
-            'removed_tmp': len(tmp), 'removed_tmp_bytes': sum(f['bytes'] for f in tmp)}
-
-def _removable(f: dict) -> bool:
-    "Whether `_unlink_unchanged` removed the file `f`; False in a folder we may only read."
-    try:
-        return _unlink_unchanged(f['path'], f['inode'])
-    except OSError as e:
-        if e.errno in READ_ONLY_ERRNOS: return False
-        raise
-
-def remove_orphaned_temp(root, min_age: float = ORPHAN_MIN_AGE) -> list[Path]:
-    "Remove the temporary files of dead writers in the split folder `root`; the paths removed."
-    scan = scan_split(root, None, min_age=min_age)
-    return [Path(f['path']) for f in scan['orphaned_files'] if _removable(f)]
-
-# %% ../nbs/02_cache.ipynb #b81ef1f4
-def _info_of(fp_dir: Path) -> tuple[dict, str | None]:
-    "What `fp_dir/fingerprint.json` records, and why it cannot be read (None when it can)."
-    path = fp_dir / 'fingerprint.json'
-    if not path.is_file():
-        return {}, None
-    try:
-        return _read_info(path), None
-    except ValueError as e:
-        return {}, str(e)
-
-def detect_caches(cache_dir, check: bool = True, threads: int = 8,
-                  progress: bool = False) -> list[dict]:
-    "Summaries (fingerprint, split, entries, bytes, info, counts) of the caches under `cache_dir`."
-    found = []
-    for fp_dir in sorted(p for p in Path(cache_dir).glob('*') if p.is_dir()):
-        info, error = _info_of(fp_dir)
-        rows = []
-        for split_dir in sorted(p for p in fp_dir.iterdir() if p.is_dir()):
-            s = scan_split(split_dir, 'header' if check else None, threads, progress)
-            if s['entries'] or s['orphaned_tmp'] or s['active_tmp'] or info or error:
-                rows.append({'fingerprint': fp_dir.name, 'split': split_dir.name,
-                             'entries': s['entries'], 'bytes': s['bytes'], 'info': info,
-                             'info_error': error, **{k: s[k] for k in COUNT_KEYS},
-                             'invalid_files': [{'path': f['path'], 'problem': f['problem']}
-                                               for f in s['invalid_files']]})
-        if error and not rows:
-            rows.append({'fingerprint': fp_dir.name, 'split': None, 'entries': 0, 'bytes': 0,
-                         'info': info, 'info_error': error, **dict.fromkeys(COUNT_KEYS, 0),
-                         'invalid_files': []})
-        found += rows
-    return found
-
-# %% ../nbs/02_cache.ipynb #448e5dfc
-_NO_REPAIR = ("nothing was removed, and nothing there can be repaired (without --repair, verify "
-              "only reads)")
-
-def verify_caches(cache_dir, fingerprint: str | None = None, split: str | None = None,
-                  repair: bool = False, threads: int = 8, progress: bool = False) -> list[dict]:
-    "`detect_caches` with every checksum checked (and the invalid files); `repair` removes them."
-    rows = [c for c in detect_caches(cache_dir, check=False)
-            if fingerprint in (None, c['fingerprint']) and split in (None, c['split'])]
-    for c in rows if repair else []:   # before the work: a read-only cache stops it at once
-        if c['split'] is not None:
-            FeatureCache(cache_dir, c['fingerprint'], c['split']).check_writable(_NO_REPAIR)
-        if c['info_error']:
-            check_folder_writable(Path(cache_dir) / c['fingerprint'], 'cache folder', _NO_REPAIR)
-    for c in rows:
-        if c['split'] is not None:
-            root = Path(cache_dir) / c['fingerprint'] / c['split']
-            scan = scan_split(root, 'full', threads, progress)
-            c.update({k: scan[k] for k in ('entries', 'bytes', *COUNT_KEYS)})
-            c['invalid_files'] = [{'path': f['path'], 'problem': f['problem']}
-                                  for f in scan['invalid_files']]
-            if repair:
-                c.update(repair_split(scan))
-        info_file = Path(cache_dir) / c['fingerprint'] / 'fingerprint.json'
-        if repair and c['info_error']:
-            c['removed_info'] = info_file.is_file()
-            info_file.unlink(missing_ok=True)
-    return rows

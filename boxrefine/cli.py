@@ -165,7 +165,7 @@ def _run_precompute(args):
     _check_encoder_args(args)
     import json
     import torch
-    from boxrefine.cache import remove_orphaned_temp
+    from boxrefine.cachecheck import remove_orphaned_temp
     from boxrefine.dist import current_shard, shard_items
     from boxrefine.features import (HQSAMFeatures, InsufficientDiskSpace, cache_for, list_images,
                                     precompute)
@@ -223,7 +223,7 @@ def _run_cache_info(args):
     _need_dir(args.cache_dir, 'cache folder')
     import json
     import shlex
-    from boxrefine.cache import detect_caches
+    from boxrefine.cachecheck import detect_caches
     found = detect_caches(args.cache_dir, progress=True)
     if args.json:
         print(json.dumps(found, indent=1))
@@ -247,7 +247,8 @@ def _run_cache_info(args):
 def _run_cache_clear(args):
     _need_dir(args.cache_dir, 'cache folder')
     from boxrefine.atomic import check_writable
-    from boxrefine.cache import FeatureCache, detect_caches
+    from boxrefine.cache import FeatureCache
+    from boxrefine.cachecheck import detect_caches
     rows = [c for c in detect_caches(args.cache_dir, check=False)
             if (not args.fingerprint or c['fingerprint'] == args.fingerprint)
             and (not args.split or c['split'] == args.split)]
@@ -300,7 +301,7 @@ def _run_cache_verify(args) -> int:
     _need_dir(args.cache_dir, 'cache folder')
     import json
     from boxrefine.atomic import NotWritableError
-    from boxrefine.cache import verify_caches
+    from boxrefine.cachecheck import verify_caches
     try:
         found = verify_caches(args.cache_dir, fingerprint=args.fingerprint, split=args.split,
                               repair=args.repair, threads=args.threads, progress=True)

@@ -21,7 +21,8 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
-from boxrefine.cache import FeatureCache, check_entry, content_key, entry_layout
+from boxrefine.cache import FeatureCache, content_key, entry_layout
+from boxrefine.cachecheck import check_entry
 from boxrefine.cli import main
 
 HOUR_AGO = time.time() - 3600
