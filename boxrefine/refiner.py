@@ -21,7 +21,8 @@ from tqdm.auto import tqdm
 
 from .boxes import clamp_boxes, denormalize, normalize, paired_iou
 from .atomic import remove_dead_temp
-from .cache import CacheStats, content_keys, dequantize, detect_caches
+from .cache import CacheStats, content_keys, dequantize
+from .cachecheck import detect_caches
 from .config import ConfigError, TrainConfig
 from .data import (BoxRefinementDataset, EpochBatches, FeatureBatches, image_header_size,
                             release_batch)
