@@ -1,8 +1,8 @@
 """Precompute benchmark: the encoder's speed per precision and attention, and the feed against the disk.
 
-Run: python bench/precompute.py [--device cpu|cuda] [--images 4] [--rounds 2] [--feed-images 64]
-Two parts, each measured side by side in one run (the phases alternate round by round; ratios are
-medians over the rounds):
+Run: python bench/precompute.py [--device cpu|cuda] [--images 2] [--rounds 5] [--feed-images 64]
+Two parts, each measured side by side in one run (the phases alternate round by round, in a new
+order each round; ratios are medians of the ratios within each round):
 1. encoder (`vit_tiny` on the CPU, `vit_h` with --device cuda; random weights, a few small JPEGs):
    - plain: the loop a user writes, `SamPredictor.set_image` per image, then `torch.save` of its
      `features` and `interm_features`;
@@ -88,9 +88,13 @@ def encoder_part(args, tmp: Path) -> dict:
     plain_loop(sam, paths[:1], tmp / 'warm')                          # one-time costs, not timed
     for ex in extractors.values(): ex.extract(warm)
     rates, figures = {'plain': [], **{k: [] for k in extractors}}, {}
+    names = list(rates)
     for r in range(args.rounds):
-        rates['plain'].append(len(paths) / plain_loop(sam, paths, tmp / f'plain{r}'))
-        for name, ex in extractors.items():
+        for name in names[r % len(names):] + names[:r % len(names)]:   # a new order each round
+            if name == 'plain':
+                rates['plain'].append(len(paths) / plain_loop(sam, paths, tmp / f'plain{r}'))
+                continue
+            ex = extractors[name]
             cache = cache_for(ex, tmp / f'cache{r}' / name, 'bench')   # fp32 twice: one fingerprint
             s = precompute(ex, cache, paths, batch_size=args.batch_size, progress=False)
             assert s['extracted'] == len(paths) and not s['failed'], s
@@ -166,9 +170,9 @@ def main():
     ap.add_argument('--device', default='cpu', help='cpu, or cuda (vit_h there)')
     ap.add_argument('--model-type', help='encoder of part 1 (default: vit_tiny on the CPU, '
                                           'vit_h on a GPU)')
-    ap.add_argument('--images', type=int, default=4, help='images of part 1 (default: 4)')
+    ap.add_argument('--images', type=int, default=2, help='images of part 1 (default: 2)')
     ap.add_argument('--batch-size', type=int, default=2, help='batch of part 1 (default: 2)')
-    ap.add_argument('--rounds', type=int, default=2, help='rounds of part 1 (default: 2)')
+    ap.add_argument('--rounds', type=int, default=5, help='rounds of part 1 (default: 5)')
     ap.add_argument('--compile', action='store_true', help='also measure torch.compile')
     ap.add_argument('--feed-images', type=int, default=64, help='images of part 2 (default: 64)')
     ap.add_argument('--feed-batch', type=int, default=8, help='batch of part 2 (default: 8)')
