@@ -13,15 +13,22 @@ and, once per round, three epochs of `fit` with the refiner (`vit_h`-sized `BoxR
 the entries evicted again after each epoch (so every epoch reads the disk, as at 90k images).
 Ratios are medians over the rounds. The last line:
 `loader/raw = R, train/raw = T, MiB/image = M (float16) / M8 (compact)`.
+With --profile (py-spy on PATH: `pip install py-spy`), py-spy samples the loader's worker processes
+(all their threads) through the timed rounds and the run ends with where their time went.
 """
 import argparse
 import json
+import multiprocessing
 import os
+import shutil
+import signal
+import subprocess
 import statistics
 import tempfile
 import threading
 import time
 import warnings
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -98,6 +105,34 @@ def old_path(cache: FeatureCache, keys: list[str], batch_size: int) -> float:
     return time.perf_counter() - start
 
 
+def profile_workers(out: Path) -> list:
+    "py-spy recording every DataLoader worker of this process (all threads) into `out`/w<pid>.txt."
+    spy = shutil.which('py-spy')
+    if spy is None: raise SystemExit("--profile needs py-spy on PATH (pip install py-spy)")
+    out.mkdir(parents=True, exist_ok=True)
+    return [subprocess.Popen([spy, 'record', '--pid', str(w.pid), '--rate', '100', '--format', 'raw',
+                              '--output', str(out / f'w{w.pid}.txt'), '--nonblocking'],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for w in multiprocessing.active_children()]
+
+
+def profile_summary(spies: list, out: Path, top: int = 8) -> list[str]:
+    "Stop the recordings; the innermost frames where the workers' threads spent most samples."
+    for p in spies: p.send_signal(signal.SIGINT)
+    for p in spies: p.wait(timeout=60)
+    leaf, threads = Counter(), Counter()
+    for f in out.glob('w*.txt'):
+        for line in f.read_text().splitlines():
+            stack, n = line.rsplit(' ', 1)
+            frames = stack.split(';')
+            thread = 'reader threads' if 'Thread._bootstrap' in stack else 'worker main thread'
+            threads[thread] += int(n)
+            leaf[f"{frames[-1]} [{thread}]"] += int(n)
+    total = sum(threads.values()) or 1
+    return (["worker samples: " + ", ".join(f"{k} {v / total:.0%}" for k, v in threads.items())]
+            + [f"{n / total:6.1%}  {frame}" for frame, n in leaf.most_common(top)])
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--entries', type=int, default=200)
@@ -106,6 +141,8 @@ def main():
     ap.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     ap.add_argument('--workers', type=int, default=None, help='loader workers (default: from the CPUs)')
     ap.add_argument('--dir', help='where to write the entries (default: a temporary folder)')
+    ap.add_argument('--profile', action='store_true',
+                    help="sample the loader's worker processes with py-spy; print where time went")
     args = ap.parse_args()
     workers = default_workers() if args.workers is None else args.workers
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, {workers} loader workers, "
@@ -138,6 +175,7 @@ def main():
         how = drop_page_cache(files)
         print(f"page cache dropped before each phase with {how}")
         loader_epoch(loader)                     # start the persistent workers once
+        spies = profile_workers(tmp / 'profile') if args.profile else []
         rates = {'raw': [], 'loader': [], 'old': [], 'train': []}
         data_fraction = []
         for r in range(args.rounds):
@@ -162,6 +200,7 @@ def main():
               f"{statistics.median(data_fraction):.0%})")
         print(f"old/raw = {ratio('old'):.2f}, loader/old = "
               f"{statistics.median(a / b for a, b in zip(rates['loader'], rates['old'])):.2f}")
+        if spies: print('\n'.join(profile_summary(spies, tmp / 'profile')))
         print(f"loader/raw = {ratio('loader'):.2f}, train/raw = {ratio('train'):.2f}, "
               f"MiB/image = {mib:.2f} (float16) / {mib8:.2f} (compact)")
 

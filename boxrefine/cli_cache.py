@@ -83,7 +83,8 @@ def _run_precompute(args):
     images = shard_items(list_images(args.images, args.ann), *current_shard(args.shard))
     extractor = HQSAMFeatures(model_type=args.model_type, checkpoint=args.checkpoint,
                               allow_random_init=args.allow_random_init, seed=args.seed,
-                              device=args.device)
+                              device=args.device, precision=args.precision,
+                              compile_encoder=args.compile)
     cache = cache_for(extractor, args.cache_dir, args.split, getattr(torch, args.storage_dtype))
     stale = _remove_orphans(cache)
     try:
@@ -114,6 +115,13 @@ def _precompute_parser(actions):
     pre.add_argument('--shard', type=shard_spec, metavar='I/N',
                      help="only shard I of N of the images "
                           "(default under torchrun: this process's rank)")
+    pre.add_argument('--precision', default='fp32', choices=['auto', 'fp32', 'bf16', 'fp16'],
+                     help='precision of the encoder: auto is bf16 on GPUs that have it, fp16 on '
+                          'older GPUs, fp32 on the CPU; part of the cache fingerprint '
+                          '(default: %(default)s)')
+    pre.add_argument('--compile', action='store_true',
+                     help='run the encoder through torch.compile (minutes to start: pays off on '
+                          'a GPU over many images)')
     _add_encoder_args(pre)
     pre.set_defaults(run=_run_precompute)
 

@@ -7,26 +7,42 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import threading
 import time
+import types
 import warnings
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
+from functools import partial
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from fastcore.basics import patch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from safetensors.torch import load as st_load
+from torch.func import functional_call
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
+from .atomic import atomic_write_bytes
 from .boxes import denormalize
 from .cache import FeatureCache, content_key, dequantize
 
 # %% auto #0
 __all__ = ['IMAGE_EXTENSIONS', 'MAX_IMAGE_PIXELS', 'MODEL_TYPES', 'FEATURE_NAMES', 'CHANNEL_AXES', 'PREPROCESS_VERSION',
-           'THUMB_STRIDE', 'ImageLoadError', 'load_image', 'file_sha256', 'build_hqsam', 'HQSAMFeatures',
-           'feature_grid_boxes', 'stored_names', 'feature_layout', 'cache_for', 'extract_with_cache', 'list_images',
-           'InsufficientDiskSpace', 'entry_bytes', 'check_disk_space', 'precompute']
+           'THUMB_STRIDE', 'PRECISIONS', 'AUTOCAST_DTYPES', 'PEAK_BF16_TFLOPS', 'ImageLoadError', 'load_image',
+           'file_sha256', 'build_hqsam', 'resolve_precision', 'rel_pos_bias', 'use_fused_attention', 'HQSAMFeatures',
+           'prepare_image', 'collate_images', 'feature_grid_boxes', 'stored_names', 'feature_layout', 'cache_for',
+           'extract_with_cache', 'list_images', 'InsufficientDiskSpace', 'entry_bytes', 'check_disk_space', 'ImageFeed',
+           'feed_workers', 'image_loader', 'EntryWriter', 'encoder_flops', 'peak_bf16_tflops', 'EncoderClock', 'speed',
+           'speed_line', 'precompute']
 
 # %% ../nbs/03_features.ipynb #fc94ad11
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff')
@@ -141,28 +157,94 @@ def build_hqsam(model_type: str = 'vit_tiny', checkpoint=None, allow_random_init
                          "(allow_random_init=True, --allow-random-init)")
     return _random_hqsam(model_type, seed)
 
+# %% ../nbs/03_features.ipynb #5c0e7a02
+PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16')
+AUTOCAST_DTYPES = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+
+def resolve_precision(precision: str, device) -> str:
+    "'fp32', 'bf16' or 'fp16' for `precision` on `device` ('auto': bf16 on GPUs that have it)."
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    device = torch.device(device)
+    if precision != 'auto': return precision
+    if device.type != 'cuda': return 'fp32'
+    native_bf16 = torch.cuda.get_device_capability(device)[0] >= 8   # Ampere and newer
+    return 'bf16' if native_bf16 else 'fp16'
+
+# %% ../nbs/03_features.ipynb #5c0e7a05
+def rel_pos_bias(q: torch.Tensor, rel_pos_h: torch.Tensor, rel_pos_w: torch.Tensor,
+                 size: tuple[int, int]) -> torch.Tensor:
+    "SAM's decomposed relative-position term for `q` [B, heads, h*w, d]: a mask [B, heads, N, N]."
+    from segment_anything_hq.modeling.image_encoder import get_rel_pos
+    (h, w), (b, heads, n, d) = size, q.shape
+    r_q = q.reshape(b * heads, h, w, d)
+    rel_h = torch.einsum('bhwc,hkc->bhwk', r_q, get_rel_pos(h, h, rel_pos_h).to(q.dtype))
+    rel_w = torch.einsum('bhwc,wkc->bhwk', r_q, get_rel_pos(w, w, rel_pos_w).to(q.dtype))
+    return (rel_h[..., None] + rel_w[..., None, :]).reshape(b, heads, n, n)
+
+# %% ../nbs/03_features.ipynb #5c0e7a07
+def _sdpa_vit_attention(self, x: torch.Tensor) -> torch.Tensor:
+    "SAM ViT `Attention.forward` through `scaled_dot_product_attention`, rel-pos as its mask."
+    b, h, w, _ = x.shape
+    qkv = self.qkv(x).reshape(b, h * w, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv.unbind(0)
+    mask = rel_pos_bias(q, self.rel_pos_h, self.rel_pos_w, (h, w)) if self.use_rel_pos else None
+    x = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)
+    x = x.view(b, self.num_heads, h, w, -1).permute(0, 2, 3, 1, 4).reshape(b, h, w, -1)
+    return self.proj(x)
+
+def _sdpa_tiny_attention(self, x: torch.Tensor) -> torch.Tensor:
+    "TinyViT `Attention.forward` through `scaled_dot_product_attention`, its biases as the mask."
+    b, n, _ = x.shape
+    qkv = self.qkv(self.norm(x)).view(b, n, self.num_heads, -1)
+    q, k, v = (t.transpose(1, 2) for t in qkv.split([self.key_dim, self.key_dim, self.d], dim=3))
+    bias = self.attention_biases[:, self.attention_bias_idxs] if self.training else self.ab
+    x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), scale=self.scale)
+    return self.proj(x.transpose(1, 2).reshape(b, n, self.dh))
+
+def use_fused_attention(model: torch.nn.Module, on: bool = True) -> int:
+    "Route the attention blocks of SAM's ViT and TinyViT in `model` through SDPA; how many."
+    _sam_registry()                      # imports segment_anything_hq without timm's warnings
+    from segment_anything_hq.modeling import image_encoder, tiny_vit_sam
+    fused = {image_encoder.Attention: _sdpa_vit_attention,
+             tiny_vit_sam.Attention: _sdpa_tiny_attention}
+    blocks = [m for m in model.modules() if type(m) in fused]
+    for m in blocks:
+        if on: m.forward = types.MethodType(fused[type(m)], m)
+        else: vars(m).pop('forward', None)
+    return len(blocks)
+
 # %% ../nbs/03_features.ipynb #9edce225
 class HQSAMFeatures:
     "HQ-SAM image-encoder features for batches of images, fingerprinted by what they depend on."
     def __init__(self, model_type: str = 'vit_tiny', checkpoint=None,
-                 allow_random_init: bool = False, seed: int = 0, device='cpu'):
+                 allow_random_init: bool = False, seed: int = 0, device='cpu',
+                 precision: str = 'fp32', fused_attention: bool = True,
+                 compile_encoder: bool = False):
+        self.device = torch.device(device)
+        self.precision = resolve_precision(precision, self.device)   # before building anything
         sam, self.weights = build_hqsam(model_type, checkpoint,
                                         allow_random_init=allow_random_init, seed=seed)
-        from segment_anything_hq.utils.transforms import ResizeLongestSide
-        self.device = torch.device(device)
         self.sam = sam.to(self.device)
+        self.fused_attention = fused_attention and use_fused_attention(sam.image_encoder) > 0
+        self.encoder = torch.compile(sam.image_encoder) if compile_encoder else sam.image_encoder
         self.model_type, self.random_init = model_type, self.weights['random_init']
         self.img_size = self.sam.image_encoder.img_size
-        self.transform = ResizeLongestSide(self.img_size)
 
     @property
     def interm_dim(self) -> int:
         "Channels of the early ViT feature (`interm_embedding`) that the HQ decoder fuses in."
         return self.sam.mask_decoder.compress_vit_feat[0].in_channels
 
+    def autocast(self):
+        "The autocast context of the extractor's precision (none for fp32)."
+        dtype = AUTOCAST_DTYPES[self.precision]
+        return nullcontext() if dtype is None else torch.autocast(self.device.type, dtype=dtype)
+
     def info(self) -> dict:
         "What produced the features (written beside the cache as fingerprint.json)."
-        return {**self.weights, 'preprocess_version': PREPROCESS_VERSION, 'img_size': self.img_size}
+        return {**self.weights, 'preprocess_version': PREPROCESS_VERSION, 'img_size': self.img_size,
+                'precision': self.precision}
 
     def __repr__(self): return f"HQSAMFeatures({self.fingerprint()!r}, device={self.device})"
 
@@ -174,38 +256,81 @@ def fingerprint(self: HQSAMFeatures, storage_dtype: torch.dtype = torch.float16,
     w = self.weights
     tag = f"random-seed{w['seed']}" if w['random_init'] else f"ckpt{w['sha256'][:16]}"
     dtype = str(storage_dtype).removeprefix('torch.')
+    enc = '' if self.precision == 'fp32' else f"-enc_{self.precision}"
     left_out = [n.split('_')[0] for n in FEATURE_NAMES if names is not None and n not in names]
-    return (f"{self.model_type}-{tag}-pp{PREPROCESS_VERSION}-{dtype}"
+    return (f"{self.model_type}-{tag}-pp{PREPROCESS_VERSION}-{dtype}{enc}"
             + ''.join(f"-no{n}" for n in left_out))
 
 # %% ../nbs/03_features.ipynb #d929f4a7
-@patch
-def _prepare(self: HQSAMFeatures, image) -> tuple:
-    "Resize (longest side 1024), normalise, pad: input [1, 3, S, S], sizes (h, w), thumbnail."
-    arr = np.asarray(image.convert('RGB') if isinstance(image, Image.Image) else image)
+def _resizer(img_size: int):
+    "SAM's `ResizeLongestSide` (imported quietly)."
+    _sam_registry()
+    from segment_anything_hq.utils.transforms import ResizeLongestSide
+    return ResizeLongestSide(img_size)
+
+def _rgb(image) -> Image.Image:
+    "`image` (PIL, or an HxWx3 uint8 array) as an RGB PIL image."
+    if isinstance(image, Image.Image): return image.convert('RGB') if image.mode != 'RGB' else image
+    arr = np.asarray(image)
     if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
         raise ValueError("expected an RGB image (PIL or HxWx3 uint8), "
                          f"got array {arr.shape} {arr.dtype}")
-    resized = self.transform.apply_image(arr)
-    x = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()[None].float()
-    side = self.img_size // THUMB_STRIDE
+    return Image.fromarray(arr, 'RGB')
+
+def prepare_image(image, img_size: int = 1024) -> dict[str, torch.Tensor]:
+    "The CPU half: uint8 `pixels` [3, h, w] with the longest side `img_size`, sizes, thumbnail."
+    from torchvision.transforms.functional import resize
+    im = _rgb(image)
+    size = _resizer(img_size).get_preprocess_shape(im.height, im.width, img_size)
+    resized = resize(im, list(size))         # what `ResizeLongestSide.apply_image` does, on PIL
+    side = img_size // THUMB_STRIDE
     thumb = np.zeros((side, side, 3), np.uint8)
-    th = max(1, round(resized.shape[0] / THUMB_STRIDE))
-    tw = max(1, round(resized.shape[1] / THUMB_STRIDE))
-    thumb[:th, :tw] = np.asarray(Image.fromarray(resized).resize((tw, th), Image.BILINEAR))
-    thumb = torch.from_numpy(thumb).permute(2, 0, 1)
-    return self.sam.preprocess(x), tuple(arr.shape[:2]), tuple(resized.shape[:2]), thumb
+    th, tw = (max(1, round(s / THUMB_STRIDE)) for s in size)
+    thumb[:th, :tw] = np.asarray(resized.resize((tw, th), Image.BILINEAR))
+    return {'pixels': torch.from_numpy(np.array(resized)).permute(2, 0, 1),
+            'original_size': torch.tensor([im.height, im.width]), 'input_size': torch.tensor(size),
+            'thumbnail': torch.from_numpy(thumb).permute(2, 0, 1)}
+
+# %% ../nbs/03_features.ipynb #5c0e7a10
+_STACKED = ('original_size', 'input_size', 'thumbnail')
+
+def collate_images(items: list[dict], img_size: int = 1024) -> dict:
+    "`prepare_image` outputs as one batch, pixels padded to `img_size`; items with an error apart."
+    good = [it for it in items if 'error' not in it]
+    pixels = torch.empty(len(good), 3, img_size, img_size, dtype=torch.uint8)
+    if torch.utils.data.get_worker_info() is not None:
+        pixels.share_memory_()                   # in a worker: sent to the loader without a copy
+    for i, it in enumerate(good):
+        _, h, w = it['pixels'].shape
+        pixels[i, :, :h, :w] = it['pixels']
+        pixels[i, :, h:], pixels[i, :, :h, w:] = 0, 0
+    stacked = {k: torch.stack([it[k] for it in good]) for k in _STACKED} if good else {}
+    return {'pixels': pixels, **stacked, 'keys': [it.get('key') for it in good],
+            'failed': [{'image': it['image'], 'error': it['error']} for it in items
+                       if 'error' in it]}
+
+# %% ../nbs/03_features.ipynb #5c0e7a12
+@patch
+@torch.inference_mode()
+def encode(self: HQSAMFeatures, pixels: torch.Tensor, input_size: torch.Tensor) -> tuple:
+    "Image embeddings and early ViT features of a padded uint8 batch, normalised on the device."
+    x = pixels.to(self.device, non_blocking=True).to(torch.float32, copy=True)
+    x.sub_(self.sam.pixel_mean).div_(self.sam.pixel_std)       # as SAM's `preprocess`, in place
+    for i, (h, w) in enumerate(input_size.tolist()):            # then the padding: zeros
+        x[i, :, h:], x[i, :, :h, w:] = 0, 0
+    with self.autocast():
+        embeddings, interm = self.encoder(x)
+    return embeddings, interm[0]
 
 @patch
 @torch.inference_mode()
 def extract(self: HQSAMFeatures, images: list) -> list[dict[str, torch.Tensor]]:
     "Per image: `image_embedding` [256, 64, 64], `interm_embedding` [64, 64, C], thumbnail, sizes."
     if not images: return []
-    prepared = [self._prepare(im) for im in images]
-    embeddings, interm = self.sam.image_encoder(torch.cat([p[0] for p in prepared]))
-    return [{'image_embedding': embeddings[i], 'interm_embedding': interm[0][i], 'thumbnail': thumb,
-             'original_size': torch.tensor(orig), 'input_size': torch.tensor(inp)}
-            for i, (_, orig, inp, thumb) in enumerate(prepared)]
+    batch = collate_images([prepare_image(im, self.img_size) for im in images], self.img_size)
+    embeddings, interm = (t.float() for t in self.encode(batch['pixels'], batch['input_size']))
+    return [{'image_embedding': embeddings[i], 'interm_embedding': interm[i],
+             **{k: batch[k][i] for k in _STACKED}} for i in range(len(images))]
 
 # %% ../nbs/03_features.ipynb #6224521e
 def feature_grid_boxes(boxes: torch.Tensor, original_size, img_size: int = 1024,
@@ -332,32 +457,190 @@ def _to_extract(cache: FeatureCache, images: list, keys: list[str] | None) -> tu
     return todo, cached, failed
 
 # %% ../nbs/03_features.ipynb #fcc658ac
+class ImageFeed(Dataset):
+    "Images decoded and prepared in DataLoader workers: `prepare_image`'s output, or the error."
+    def __init__(self, items: list[tuple], img_size: int = 1024):
+        self.items, self.img_size = items, img_size
+    def __len__(self): return len(self.items)
+    def __getitem__(self, i: int) -> dict:
+        path, key = self.items[i]
+        try: image = load_image(path)
+        except (ImageLoadError, OSError) as e: return {'image': str(path), 'error': str(e)}
+        return {'image': str(path), 'key': key, **prepare_image(image, self.img_size)}
+
+def feed_workers() -> int:
+    "Decoding workers for one encoder: this process's share of the CPUs (torchrun's), 1 to 8."
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
+    return max(1, min(8, (cpus or 1) // int(os.environ.get('LOCAL_WORLD_SIZE', 1))))
+
+def image_loader(items: list[tuple], img_size: int = 1024, batch_size: int = 4,
+                 workers: int | None = None, pin: bool = False) -> DataLoader:
+    "Batches of `collate_images` of the (path, key) `items`, decoded in `workers` processes."
+    workers = feed_workers() if workers is None else workers
+    if len(items) <= batch_size: workers = 0     # one batch: a worker would only add its start
+    return DataLoader(ImageFeed(items, img_size), batch_size=batch_size, num_workers=workers,
+                      collate_fn=partial(collate_images, img_size=img_size), pin_memory=pin)
+
+# %% ../nbs/03_features.ipynb #5c0e7a22
+class EntryWriter:
+    "Cache entries encoded and written atomically by `threads` threads, at most `depth` waiting."
+    def __init__(self, cache: FeatureCache, threads: int = 4, depth: int = 8):
+        self.cache, self.written = cache, 0
+        self.pool = ThreadPoolExecutor(threads, thread_name_prefix='cache-write')
+        self.slots, self.pending = threading.BoundedSemaphore(max(depth, 1)), deque()
+
+    def _write(self, key: str, tensors: dict) -> int:
+        try:
+            data = self.cache.encode(key, tensors)
+            atomic_write_bytes(self.cache.path_for(key), data)
+            return len(data)
+        finally: self.slots.release()
+
+    def submit(self, key: str, tensors: dict):
+        "Queue the entry of `key`; waits while `depth` entries wait already."
+        self.slots.acquire()
+        self.pending.append(self.pool.submit(self._write, key, tensors))
+        self.collect(wait=False)
+
+    def collect(self, wait: bool = True):
+        "Count the finished writes (all of them with `wait`); a failed write raises here."
+        while self.pending and (wait or self.pending[0].done()):
+            n = self.pending.popleft().result()
+            self.cache.stats.writes += 1
+            self.cache.stats.bytes_written += n
+            self.written += 1
+
+    def __enter__(self): return self
+    def __exit__(self, kind, *_):
+        try:
+            if kind is None: self.collect()
+        finally: self.pool.shutdown(wait=True, cancel_futures=kind is not None)
+
+# %% ../nbs/03_features.ipynb #5c0e7a25
+_FLOPS: dict[tuple, int] = {}
+
+def encoder_flops(extractor: HQSAMFeatures) -> int:
+    "FLOPs of the encoder on one image, counted once per model type on the meta device."
+    key = (extractor.model_type, extractor.img_size)
+    if key not in _FLOPS:
+        enc = extractor.sam.image_encoder
+        meta = {k: torch.empty_like(v, device='meta')
+                for k, v in chain(enc.named_parameters(), enc.named_buffers())}
+        x = torch.empty(1, 3, extractor.img_size, extractor.img_size, device='meta')
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            functional_call(enc, meta, (x,))
+        _FLOPS[key] = counter.get_total_flops()
+    return _FLOPS[key]
+
+PEAK_BF16_TFLOPS = {'B200': 2250, 'H200': 989, 'H100': 989, 'H100 PCIe': 756, 'H100 NVL': 835,
+                    'H800': 989, 'A100': 312, 'A800': 312, 'L40S': 362, 'L40': 181, 'L4': 121,
+                    'A10G': 70, 'A10': 125, 'RTX 4090': 165, 'RTX 3090': 71, 'RTX A6000': 155}
+
+def peak_bf16_tflops(device_name: str) -> float | None:
+    "Dense bf16 peak TFLOP/s of the GPU `device_name` (as torch names it); None if unknown."
+    for k in sorted(PEAK_BF16_TFLOPS, key=len, reverse=True):    # 'H100 PCIe' before 'H100'
+        if k in device_name: return PEAK_BF16_TFLOPS[k]
+    return None
+
+# %% ../nbs/03_features.ipynb #5c0e7a27
+class EncoderClock:
+    "Seconds the encoder ran: wall time on the CPU, CUDA events (no synchronisation) on a GPU."
+    def __init__(self, device):
+        self.device, self.spans, self.cpu_s = torch.device(device), [], 0.0
+    def __enter__(self):
+        if self.device.type != 'cuda': self.t0 = time.perf_counter()
+        else:
+            self.spans.append([torch.cuda.Event(enable_timing=True) for _ in range(2)])
+            self.spans[-1][0].record(torch.cuda.current_stream(self.device))
+    def __exit__(self, *_):
+        if self.device.type != 'cuda': self.cpu_s += time.perf_counter() - self.t0
+        else: self.spans[-1][1].record(torch.cuda.current_stream(self.device))
+    @property
+    def seconds(self) -> float:
+        if self.spans: self.spans[-1][1].synchronize()
+        return self.cpu_s + sum(a.elapsed_time(b) for a, b in self.spans) / 1000
+
+def speed(extractor: HQSAMFeatures, images: int, seconds: float, encoder_s: float) -> dict:
+    "img/s, the encoder's share of the wall time, its TFLOP/s and share of the bf16 peak."
+    dev = extractor.device
+    name = torch.cuda.get_device_name(dev) if dev.type == 'cuda' else 'cpu'
+    tflops = encoder_flops(extractor) * images / encoder_s / 1e12 if images and encoder_s else None
+    peak = peak_bf16_tflops(name) if dev.type == 'cuda' else None
+    return {'images_per_s': round(images / seconds, 3) if images else None,
+            'encoder_s': round(encoder_s, 3), 'encoder_share': round(encoder_s / seconds, 3),
+            'tflops': round(tflops, 4) if tflops else None, 'device_name': name,
+            'peak_share': round(tflops / peak, 4) if peak and tflops else 'unknown',
+            'precision': extractor.precision}
+
+# %% ../nbs/03_features.ipynb #5c0e7a32
+def speed_line(split: str, extracted: int, seconds: float, figures: dict) -> str:
+    "One line: what precompute extracted, how fast, the encoder's share and its TFLOP/s."
+    peak = figures['peak_share']
+    peak = f", {peak:.0%} of its bf16 peak" if isinstance(peak, float) else ''
+    tflops = f"{figures['tflops']:.3g} TFLOP/s" if figures['tflops'] else 'no TFLOP/s'
+    return (f"precompute {split}: {extracted} images in {seconds:.1f} s, "
+            f"{figures['images_per_s']:.3g} img/s ({figures['precision']}); encoder "
+            f"{figures['encoder_share']:.0%} of the wall time, {tflops} on "
+            f"{figures['device_name']}{peak}")
+
+# %% ../nbs/03_features.ipynb #5c0e7a30
+def _to_host(t: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    "`t` in `dtype` (converted where it is), copied without blocking to pinned host memory."
+    t = t if dtype is None else t.to(dtype)
+    if not t.is_cuda: return t
+    return torch.empty(t.shape, dtype=t.dtype, pin_memory=True).copy_(t, non_blocking=True)
+
+@patch
+@torch.inference_mode()
+def _launch(self: HQSAMFeatures, batch: dict, storage_dtype: torch.dtype,
+            clock: EncoderClock) -> dict:
+    "Encode a loader batch; its features start on their way to the host, in the storage dtype."
+    with clock: embeddings, interm = self.encode(batch['pixels'], batch['input_size'])
+    cast = storage_dtype if storage_dtype.is_floating_point else None   # int8: quantised later
+    out = {**batch, 'image_embedding': _to_host(embeddings, cast),
+           'interm_embedding': _to_host(interm, cast), 'copied': None}
+    if self.device.type == 'cuda':
+        out['copied'] = torch.cuda.Event()
+        out['copied'].record(torch.cuda.current_stream(self.device))
+    return out
+
+def _store(launched: dict, writer: EntryWriter, names):
+    "Hand a launched batch's entries to the writers once its copy to the host is done."
+    if launched['copied'] is not None: launched['copied'].synchronize()
+    for i, key in enumerate(launched['keys']):
+        writer.submit(key, {k: launched[k][i] for k in names})
+
+# %% ../nbs/03_features.ipynb #5c0e7a31
 def precompute(extractor: HQSAMFeatures, cache: FeatureCache, images: list, batch_size: int = 4,
                progress: bool = True, *, keys: list[str] | None = None, names=FEATURE_NAMES,
-               force: bool = False) -> dict:
-    "Extract and store the features of every image without a valid entry; a summary with failures."
-    start, extracted = time.perf_counter(), 0
+               force: bool = False, workers: int | None = None, writers: int = 4) -> dict:
+    "Extract and store the features of every image without a valid entry; a summary with speed."
+    start = time.perf_counter()
     todo, cached, failed = _to_extract(cache, images, keys)
     per_image = entry_bytes(extractor, cache, names) if todo else 0
     space = check_disk_space(cache, len(todo), per_image, force, progress) if todo else {}
+    loader = image_loader(todo, extractor.img_size, batch_size, workers,
+                          pin=extractor.device.type == 'cuda')
+    clock, pending = EncoderClock(extractor.device), None
     bar = tqdm(total=len(todo), desc=f'precompute {cache.split}', unit='img', disable=not progress)
-    for chunk in _batches(todo, batch_size):
-        loaded = []
-        for p, key in chunk:
-            try: loaded.append((load_image(p), key))
-            except ImageLoadError as e: failed.append({'image': str(p), 'error': str(e)})
-        for (_, key), feats in zip(loaded, extractor.extract([im for im, _ in loaded])):
-            cache.put(key, {k: feats[k] for k in names})
-            extracted += 1
-        bar.update(len(chunk))
-        img_s = bar.n / max(time.perf_counter() - start, 1e-9)
-        bar.set_postfix(img_s=f"{img_s:.2f}", failed=len(failed))
+    with EntryWriter(cache, writers, depth=2 * batch_size) as writer:
+        for batch in loader:
+            failed += batch['failed']
+            launched = None
+            if batch['keys']: launched = extractor._launch(batch, cache.storage_dtype, clock)
+            if pending is not None: _store(pending, writer, names)
+            pending = launched
+            bar.update(len(batch['keys']) + len(batch['failed']))
+            img_s = bar.n / (time.perf_counter() - start)
+            bar.set_postfix(img_s=f"{img_s:.2f}", failed=len(failed))
+        if pending is not None: _store(pending, writer, names)
     bar.close()
     seconds = time.perf_counter() - start
+    figures = speed(extractor, writer.written, seconds, clock.seconds)
     if failed:
         warnings.warn(f"precompute: {len(failed)} of {len(images)} images failed and were skipped, "
                       f"e.g. {failed[0]}")
-    return {'images': len(images), 'already_cached': cached, 'extracted': extracted,
-            'failed': failed, 'seconds': round(seconds, 3),
-            'images_per_s': round(extracted / seconds, 3) if extracted else None,
+    if progress and writer.written: print(speed_line(cache.split, writer.written, seconds, figures))
+    return {'images': len(images), 'already_cached': cached, 'extracted': writer.written,
+            'failed': failed, 'seconds': round(seconds, 3), **figures,
             'cache': str(cache.root), **space}
