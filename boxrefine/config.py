@@ -68,7 +68,7 @@ class DataSection(_Section):
     val_img: PathStr | None = None
     sample_ratio: Annotated[Num, Field(gt=0, le=1)] = 1.0
     noise_scale: NonNeg = 0.4
-    good_share: Annotated[Num, Field(ge=0, le=1)] = 0.25   # training boxes at IoU >= 0.95
+    good_share: Annotated[Num, Field(ge=0, le=1)] = 0.0    # extra training boxes at IoU >= 0.95
     max_images: PositiveInt | None = None
 
 # %% ../nbs/06_config.ipynb #c8a93962
@@ -94,6 +94,10 @@ class HQSAMSection(_Section):
     device: Annotated[str, Strict(), AfterValidator(_device)] = 'auto'
     allow_random_init: Bool = False
     seed: NonNegInt = 0
+    # the encoder's precision (part of the cache fingerprint); 'auto': bf16 on GPUs that have it
+    precision: Literal['auto', 'fp32', 'bf16', 'fp16'] = 'fp32'
+    fused_attention: Bool = True           # attention through scaled_dot_product_attention
+    compile: Bool = False                  # torch.compile the encoder (pays off on a GPU)
 
 class ModelSection(_Section):
     steps: PositiveInt = 3

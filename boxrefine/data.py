@@ -22,7 +22,7 @@ from torch.utils.data import BatchSampler, Dataset, Sampler, get_worker_info
 from .atomic import atomic_write_json
 from .boxes import clamp_boxes, convert_boxes, jitter_boxes, normalize, paired_iou
 from .cache import CacheStats, FeatureCache
-from .features import _pil_open
+from .features import pil_open
 from fastcore.basics import patch
 
 # %% auto #0
@@ -270,7 +270,7 @@ def image_header_size(path) -> tuple[int, int] | None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter('ignore', Image.DecompressionBombWarning)
-            with _pil_open()(path) as im:     # PIL's own, not ultralytics' replacement
+            with pil_open()(path) as im:     # PIL's own, not ultralytics' replacement
                 w, h = im.size
                 turned = im.getexif().get(0x0112) in (5, 6, 7, 8)   # 90-degree EXIF orientations
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError):

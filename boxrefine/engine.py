@@ -26,29 +26,20 @@ from tqdm.auto import tqdm
 from .atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from .data import EpochBatches
 from .dist import DistContext, is_main, setup_distributed, shard_items, unwrap
+from .features import PRECISIONS, resolve_precision
 from .viz import figure_png, loss_curves
 
 
 # %% auto #0
-__all__ = ['PRECISIONS', 'CHECKPOINT_FORMAT', 'FROZEN_ON_RESUME', 'RESUME_KEYS', 'LOGGERS', 'TENSORBOARD_HINT',
-           'resolve_precision', 'autocast', 'make_scaler', 'rng_state', 'set_rng_state', 'save_checkpoint',
-           'load_checkpoint', 'convert_checkpoint', 'plain_data', 'NonFiniteLossError', 'EpochFeed',
-           'write_metrics_csv', 'config_diff', 'check_resume_checkpoint', 'keep_best', 'fit', 'LoggerMissingError',
-           'tensorboard_writer', 'report_targets', 'RunListeners', 'resolve_device', 'default_workers', 'training_run',
-           'make_loader', 'finish_run', 'plot_metrics']
+__all__ = ['CHECKPOINT_FORMAT', 'FROZEN_ON_RESUME', 'RESUME_KEYS', 'LOGGERS', 'TENSORBOARD_HINT', 'autocast', 'make_scaler',
+           'rng_state', 'set_rng_state', 'save_checkpoint', 'load_checkpoint', 'convert_checkpoint', 'plain_data',
+           'NonFiniteLossError', 'EpochFeed', 'write_metrics_csv', 'config_diff', 'check_resume_checkpoint',
+           'keep_best', 'fit', 'LoggerMissingError', 'tensorboard_writer', 'report_targets', 'RunListeners',
+           'resolve_device', 'default_workers', 'training_run', 'make_loader', 'finish_run', 'plot_metrics']
 
 # %% ../nbs/06a_engine.ipynb #31c92c42
-PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16')
-
-def resolve_precision(precision: str, device) -> str:
-    "'fp32', 'bf16' or 'fp16' for `precision` on `device`."
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    device = torch.device(device)
-    if precision != 'auto': return precision
-    if device.type == 'cuda': return 'bf16' if torch.cuda.is_bf16_supported() else 'fp16'
-    return 'fp32'
-
+# the policy itself (`PRECISIONS`, `resolve_precision`) lives in `features`, which extraction
+# shares with training, so that one rule decides both
 def autocast(precision: str, device):
     "The autocast context of a resolved precision."
     device = torch.device(device)

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import hashlib
+import pickle
 import json
 import os
 import shutil
@@ -37,12 +38,12 @@ from .cache import FeatureCache, content_key, dequantize
 
 # %% auto #0
 __all__ = ['IMAGE_EXTENSIONS', 'MAX_IMAGE_PIXELS', 'MODEL_TYPES', 'FEATURE_NAMES', 'CHANNEL_AXES', 'PREPROCESS_VERSION',
-           'THUMB_STRIDE', 'PRECISIONS', 'AUTOCAST_DTYPES', 'PEAK_BF16_TFLOPS', 'ImageLoadError', 'load_image',
-           'file_sha256', 'build_hqsam', 'resolve_precision', 'rel_pos_bias', 'use_fused_attention', 'HQSAMFeatures',
-           'prepare_image', 'collate_images', 'feature_grid_boxes', 'stored_names', 'feature_layout', 'cache_for',
-           'extract_with_cache', 'list_images', 'InsufficientDiskSpace', 'entry_bytes', 'check_disk_space', 'ImageFeed',
-           'feed_workers', 'image_loader', 'EntryWriter', 'encoder_flops', 'peak_bf16_tflops', 'EncoderClock', 'speed',
-           'speed_line', 'precompute']
+           'THUMB_STRIDE', 'PRECISIONS', 'AUTOCAST_DTYPES', 'PEAK_BF16_TFLOPS', 'ImageLoadError', 'pil_open',
+           'load_image', 'file_sha256', 'build_hqsam', 'resolve_precision', 'rel_pos_bias', 'use_fused_attention',
+           'HQSAMFeatures', 'prepare_image', 'collate_images', 'feature_grid_boxes', 'stored_names', 'feature_layout',
+           'cache_for', 'extract_with_cache', 'list_images', 'InsufficientDiskSpace', 'entry_bytes', 'check_disk_space',
+           'ImageFeed', 'feed_workers', 'image_loader', 'EntryWriter', 'encoder_flops', 'peak_bf16_tflops',
+           'EncoderClock', 'speed', 'speed_line', 'precompute']
 
 # %% ../nbs/03_features.ipynb #fc94ad11
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff')
@@ -63,7 +64,7 @@ def _to_rgb(im: Image.Image, path: Path) -> Image.Image:
     return im.convert('RGB')
 
 # %% ../nbs/03_features.ipynb #2bdbd4b6
-def _pil_open():
+def pil_open():
     "PIL's own `Image.open`, also once ultralytics has swapped in its own (on import)."
     op = Image.open
     for _ in range(3):
@@ -81,7 +82,7 @@ def load_image(path, *, max_pixels: int | None = None) -> Image.Image:
         with warnings.catch_warnings():
             # PIL warns above its own limit (89 Mpx) and refuses twice that; `limit` decides here
             warnings.simplefilter('ignore', Image.DecompressionBombWarning)
-            with _pil_open()(path) as im:   # reads the header only
+            with pil_open()(path) as im:   # reads the header only
                 w, h = im.size
                 if w * h > limit:
                     raise ImageLoadError(f"image {path} is {w}x{h} ({w * h:,} pixels), over the "
@@ -132,9 +133,18 @@ def _random_hqsam(model_type: str, seed: int) -> tuple:
 # %% ../nbs/03_features.ipynb #6e629ae1
 def _load_hqsam(model_type: str, path: Path) -> tuple:
     "An HQ-SAM model with the weights of checkpoint `path`, and its description."
-    if not path.is_file(): raise FileNotFoundError(f"HQ-SAM checkpoint not found: {path}")
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"HQ-SAM checkpoint not found: {path}. Download sam_hq_{model_type}.pth from the "
+            "HQ-SAM releases (github.com/SysCV/sam-hq, see the README's Weights section) to that "
+            "path; or, for a trial run whose features mean nothing, set hqsam.allow_random_init: "
+            "true (--allow-random-init on the command line)")
     sam = _sam_registry()[model_type](checkpoint=None)
-    state = torch.load(path, map_location='cpu', weights_only=True)
+    try: state = torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError:
+        raise ValueError(f"{path}: not a plain state dict of tensors (loading it would run code "
+                         "it holds, so it is refused); save its `state_dict()` with "
+                         "torch.save and point at that") from None
     if isinstance(state, dict) and isinstance(state.get('model'), dict): state = state['model']
     missing = [k for k in sam.load_state_dict(state, strict=False).missing_keys
                if k.startswith('image_encoder.')]

@@ -210,7 +210,8 @@ def build_extractor(cfg: TrainConfig, device=None) -> HQSAMFeatures:
     h = cfg['hqsam']
     return HQSAMFeatures(h['model_type'], h['checkpoint'], seed=h['seed'],
                          device=resolve_device(device or h['device']),
-                         allow_random_init=h['allow_random_init'])
+                         allow_random_init=h['allow_random_init'], precision=h['precision'],
+                         fused_attention=h['fused_attention'], compile_encoder=h['compile'])
 
 def build_refiner(cfg: TrainConfig, clear_cache: bool = False, verbose: bool = True, device=None,
                   cache_dir=None, extractor=None):
