@@ -408,8 +408,8 @@ def check_model_shapes(cfg: TrainConfig, state: dict, *, interm_dim: int, source
     got = {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
     wrong = [f"{k}: config needs {want.get(k)}, weights have {got.get(k)}"
              for k in sorted(want.keys() | got.keys()) if want.get(k) != got.get(k)]
-    if wrong and all(k.startswith('quality_head.') for k in want.keys() - got.keys()) \
-            and got.keys() <= want.keys():
+    missing = want.keys() - got.keys()
+    if missing and all(k.startswith('quality_head.') for k in missing) and got.keys() <= want.keys():
         raise ValueError(f"{source}: this refiner was trained before the quality head (it has "
                          "no predicted IoU, so nothing can gate its steps): train it again")
     if wrong:
