@@ -104,6 +104,8 @@ def matched_ious(gt: dict, before: list[dict], after: list[dict]) -> tuple[torch
     as_t = lambda x: torch.tensor(x, dtype=torch.float64)
     return as_t(iou_in), as_t(iou_out), as_t(pred)
 
+
+# %% ../nbs/15_refine.ipynb #4718706a
 def refinement_gains(gt: dict, before: list[dict], after: list[dict]) -> dict:
     "COCO statistics before and after (and rescored), matched IoU by input-IoU bucket, calibration."
     known = {im['id'] for im in gt['images']}
