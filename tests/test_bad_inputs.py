@@ -329,5 +329,5 @@ def test_detections_with_huge_numbers_lists_and_deep_nesting(tmp_path):
     for name, text, problem in [('deep.json', '[' * 100_000 + ']' * 100_000, 'nested too deeply'),
                                 ('digits.json', '[' + '9' * 5000 + ']', 'cannot read a value')]:
         (tmp_path / name).write_text(text)
-        r = boxrefine('cocoeval', '--gt', tmp_path / name, '--detections', tmp_path / name)
+        r = boxrefine('cocoeval', tmp_path / name, tmp_path / name)
         assert r.returncode == 1 and problem in r.stderr and 'Traceback' not in r.stderr, r.stderr
