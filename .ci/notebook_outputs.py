@@ -24,7 +24,10 @@ from nbdev.config import get_config
 def run_with_outputs(path: Path, flags: set[str]) -> float:
     "Execute `path` (cells flagged with `flags` skipped, their outputs kept); save it; seconds."
     nb = read_nb(path)
-    directives = lambda cell: getattr(cell, 'directives_', {}) or {}
+    def directives(cell) -> dict:
+        "The cell's `#| flag` lines, as nbdev reads them: {'slow': [], 'eval:': ['false']}."
+        lines = [l[2:].split() for l in cell.source.splitlines() if l.startswith('#|')]
+        return {l[0]: l[1:] for l in lines if l}
     def no_eval(cell):
         if cell.cell_type != 'code': return True
         if directives(cell).get('eval:', [''])[0].lower() == 'false': return True
