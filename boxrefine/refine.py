@@ -191,9 +191,8 @@ def _method_report(run: RefinerRun, method: str, steps, prompt, margin) -> dict:
     margin = run.config['training']['gate_margin'] if margin is None else margin
     return {'method': method, 'steps': check_steps(run.model, steps), 'gate_margin': margin}
 
-def _outside(box, path) -> bool:
-    "Whether pixel `xyxy` `box` has no area once clamped to the image at `path` (header only)."
-    size = image_header_size(path) if Path(path).is_file() else None
+def _outside(box, size) -> bool:
+    "Whether pixel `xyxy` `box` has no area once clamped to an image of `size` (None: unknown)."
     if size is None: return False                   # missing or unreadable: counted as such later
     return bool(box_area(clamp_boxes(box[None], size))[0] <= 0)
 
@@ -223,10 +222,16 @@ def refine_entries(run: RefinerRun, entries: list[tuple], files: dict, *, method
     todo, unchanged = {}, {'below_threshold': 0, 'unknown_image': 0, 'outside_image': 0}
     if method == 'sam': unchanged |= dict.fromkeys(SAM_FALLBACKS, 0)
     as_box = lambda i: torch.as_tensor(entries[i][1], dtype=torch.float64)
+    sizes = {}                                      # each image's header read once, not per box
+    def size(image):
+        if image not in sizes:
+            path = Path(files[image])
+            sizes[image] = image_header_size(path) if path.is_file() else None
+        return sizes[image]
     for i, (image, _, score) in enumerate(entries):
         if score < score_threshold: unchanged['below_threshold'] += 1
         elif image not in files: unchanged['unknown_image'] += 1
-        elif _outside(as_box(i), files[image]): unchanged['outside_image'] += 1
+        elif _outside(as_box(i), size(image)): unchanged['outside_image'] += 1
         else: todo.setdefault(image, []).append(i)
     pics = {image: (files[image], torch.stack([as_box(i) for i in idx]))
             for image, idx in todo.items()}
