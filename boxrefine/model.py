@@ -13,13 +13,13 @@ from fastcore.basics import patch
 from torch import nn
 from torchvision.ops import roi_align
 
-from .boxes import clamp_boxes, convert_boxes
+from .boxes import clamp_boxes, convert_boxes, paired_iou
 from .features import THUMB_STRIDE, feature_grid_boxes
 from .losses import LossParts, quality_loss, refinement_loss
 
 # %% auto #0
-__all__ = ['GRID_STRIDE', 'DEFAULT_GATE_MARGIN', 'apply_deltas', 'boxes_to_deltas', 'expand_boxes', 'BoxRefiner', 'RefinerOutput',
-           'RefinerLoss', 'refiner_loss']
+__all__ = ['OWN_VERDICT_DIM', 'GRID_STRIDE', 'DEFAULT_GATE_MARGIN', 'apply_deltas', 'boxes_to_deltas', 'expand_boxes',
+           'BoxRefiner', 'RefinerOutput', 'RefinerLoss', 'refiner_loss']
 
 # %% ../nbs/05_model.ipynb #06eff532
 def apply_deltas(boxes: torch.Tensor, deltas: torch.Tensor,
@@ -42,6 +42,8 @@ def expand_boxes(boxes: torch.Tensor, factor: float) -> torch.Tensor:
     return apply_deltas(boxes, torch.zeros_like(boxes) + scale, max_log_scale=10.)
 
 # %% ../nbs/05_model.ipynb #f5fb79fa
+OWN_VERDICT_DIM = 5  # the delta head's correction (4) and the IoU it implies (1)
+
 class BoxRefiner(nn.Module):
     "Iterative box refinement on HQ-SAM features, with a head that predicts each box's IoU."
     def __init__(self, embed_dim: int = 256, interm_dim: int = 160, steps: int = 3, pool: int = 7,
@@ -64,9 +66,10 @@ class BoxRefiner(nn.Module):
         nn.init.zeros_(self.head[-1].weight)
         nn.init.zeros_(self.head[-1].bias)
         self.register_buffer('delta_std', torch.tensor([0.1, 0.1, 0.2, 0.2]), persistent=False)
-        # the IoU of the pooled box with the true box, as a logit
+        # the IoU of the pooled box with the true box, as a logit, from the delta head's own
+        # verdict on the box (`own_verdict`: OWN_VERDICT_DIM numbers) and the pooled features
         self.quality_head = nn.Sequential(
-            nn.Linear(n_in, quality_hidden), nn.ReLU(), nn.Linear(quality_hidden, quality_hidden),
+            nn.Linear(OWN_VERDICT_DIM + n_in, quality_hidden), nn.ReLU(), nn.Linear(quality_hidden, quality_hidden),
             nn.ReLU(), nn.Linear(quality_hidden, 1))
 
 # %% ../nbs/05_model.ipynb #73fed6ef
@@ -106,9 +109,18 @@ def deltas(self: BoxRefiner, pooled: torch.Tensor) -> torch.Tensor:
     return self.head(pooled).float() * self.delta_std
 
 @patch
+def own_verdict(self: BoxRefiner, pooled: torch.Tensor) -> torch.Tensor:
+    "The delta head on its box [K, 5]: its correction / `delta_std`, and logit IoU(box, corrected)."
+    correction = self.deltas(pooled).detach()
+    box = pooled[:, -4:].detach().float()
+    agree = paired_iou(box, apply_deltas(box, correction)).clamp(1e-4, 1 - 1e-4)
+    return torch.cat([correction / self.delta_std, torch.logit(agree)[:, None]], 1)
+
+@patch
 def predicted_iou(self: BoxRefiner, pooled: torch.Tensor) -> torch.Tensor:
     "The predicted IoU [K] in [0, 1] of the boxes `pooled` came from with their true boxes."
-    return torch.sigmoid(self.quality_head(pooled).float()).squeeze(-1)
+    judged = torch.cat([self.own_verdict(pooled).to(pooled.dtype), pooled.detach()], 1)
+    return torch.sigmoid(self.quality_head(judged).float()).squeeze(-1)
 
 # %% ../nbs/05_model.ipynb #5991b0c1
 DEFAULT_GATE_MARGIN = 0.005  # predicted IoU a step must add to be kept (inference)
