@@ -34,8 +34,9 @@ from PIL import Image
 
 from boxrefine.atomic import atomic_write_bytes
 from boxrefine.cache import FeatureCache
-from boxrefine.features import (CHANNEL_AXES, HQSAMFeatures, build_hqsam, cache_for, entry_bytes,
-                                load_image, precompute, resolve_precision)
+from boxrefine.features import (CHANNEL_AXES, HQSAMFeatures, build_hqsam, cache_for, load_image,
+                                resolve_precision)
+from boxrefine.precompute import entry_bytes, precompute
 
 VIT_H_INTERM = 1280
 
