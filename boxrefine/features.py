@@ -270,16 +270,17 @@ def _rgb(image) -> Image.Image:
     return Image.fromarray(arr, 'RGB')
 
 def prepare_image(image, img_size: int = 1024) -> dict[str, torch.Tensor]:
-    "The CPU half: uint8 `pixels` [3, h, w] with the longest side `img_size`, sizes, thumbnail."
+    "The CPU half: uint8 `pixels` [h, w, 3] with the longest side `img_size`, sizes, thumbnail."
     from torchvision.transforms.functional import resize
     im = _rgb(image)
     size = _resizer(img_size).get_preprocess_shape(im.height, im.width, img_size)
-    resized = resize(im, list(size))         # what `ResizeLongestSide.apply_image` does, on PIL
+    same = tuple(size) == (im.height, im.width)   # PIL's resize to the same size is a copy
+    resized = im if same else resize(im, list(size))   # `ResizeLongestSide.apply_image`, on PIL
     side = img_size // THUMB_STRIDE
     thumb = np.zeros((side, side, 3), np.uint8)
     th, tw = (max(1, round(s / THUMB_STRIDE)) for s in size)
     thumb[:th, :tw] = np.asarray(resized.resize((tw, th), Image.BILINEAR))
-    return {'pixels': torch.from_numpy(np.array(resized)).permute(2, 0, 1),
+    return {'pixels': torch.from_numpy(np.array(resized)),
             'original_size': torch.tensor([im.height, im.width]), 'input_size': torch.tensor(size),
             'thumbnail': torch.from_numpy(thumb).permute(2, 0, 1)}
 
@@ -289,13 +290,13 @@ _STACKED = ('original_size', 'input_size', 'thumbnail')
 def collate_images(items: list[dict], img_size: int = 1024) -> dict:
     "`prepare_image` outputs as one batch, pixels padded to `img_size`; items with an error apart."
     good = [it for it in items if 'error' not in it]
-    pixels = torch.empty(len(good), 3, img_size, img_size, dtype=torch.uint8)
+    pixels = torch.empty(len(good), img_size, img_size, 3, dtype=torch.uint8)
     if torch.utils.data.get_worker_info() is not None:
         pixels.share_memory_()                   # in a worker: sent to the loader without a copy
     for i, it in enumerate(good):
-        _, h, w = it['pixels'].shape
-        pixels[i, :, :h, :w] = it['pixels']
-        pixels[i, :, h:], pixels[i, :, :h, w:] = 0, 0
+        h, w, _ = it['pixels'].shape
+        pixels[i, :h, :w] = it['pixels']         # whole rows: channels-last
+        pixels[i, h:], pixels[i, :h, w:] = 0, 0
     stacked = {k: torch.stack([it[k] for it in good]) for k in _STACKED} if good else {}
     return {'pixels': pixels, **stacked, 'keys': [it.get('key') for it in good],
             'failed': [{'image': it['image'], 'error': it['error']} for it in items
@@ -303,13 +304,25 @@ def collate_images(items: list[dict], img_size: int = 1024) -> dict:
 
 # %% ../nbs/03_features.ipynb #5c0e7a12
 @patch
+def input_buffer(self: HQSAMFeatures, n: int) -> torch.Tensor:
+    "A float32 encoder input [n, 3, S, S] on the device, kept and reused from call to call."
+    buf = getattr(self, '_input', None)
+    if buf is None or len(buf) < n:
+        with torch.inference_mode():
+            buf = torch.empty(n, 3, self.img_size, self.img_size, device=self.device)
+        self._input = buf
+    return buf[:n]
+
+@patch
 @torch.inference_mode()
 def encode(self: HQSAMFeatures, pixels: torch.Tensor, input_size: torch.Tensor) -> tuple:
-    "Image embeddings and early ViT features of a padded uint8 batch, normalised on the device."
-    x = pixels.to(self.device, non_blocking=True).to(torch.float32, copy=True)
-    x.sub_(self.sam.pixel_mean).div_(self.sam.pixel_std)       # as SAM's `preprocess`, in place
-    for i, (h, w) in enumerate(input_size.tolist()):            # then the padding: zeros
-        x[i, :, h:], x[i, :, :h, w:] = 0, 0
+    "Embeddings and early ViT features of a padded uint8 batch [B, S, S, 3], normalised there."
+    x = self.input_buffer(len(pixels))
+    pixels = pixels.to(self.device, non_blocking=True).permute(0, 3, 1, 2)
+    for i, (h, w) in enumerate(input_size.tolist()):
+        x[i, :, :h, :w].copy_(pixels[i, :, :h, :w])              # each image's own pixels only,
+        x[i, :, :h, :w].sub_(self.sam.pixel_mean).div_(self.sam.pixel_std)   # as `preprocess`
+        x[i, :, h:], x[i, :, :h, w:] = 0, 0                     # then the padding: zeros
     with self.autocast():
         embeddings, interm = self.encoder(x)
     return embeddings, interm[0]
