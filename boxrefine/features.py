@@ -9,7 +9,7 @@ import hashlib
 import pickle
 import types
 import warnings
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +25,7 @@ from .cache import FeatureCache
 __all__ = ['IMAGE_EXTENSIONS', 'MAX_IMAGE_PIXELS', 'MODEL_TYPES', 'FEATURE_NAMES', 'CHANNEL_AXES', 'PREPROCESS_VERSION',
            'THUMB_STRIDE', 'PRECISIONS', 'AUTOCAST_DTYPES', 'ImageLoadError', 'pil_open', 'load_image', 'file_sha256',
            'build_hqsam', 'resolve_precision', 'rel_pos_bias', 'use_fused_attention', 'HQSAMFeatures', 'prepare_image',
-           'collate_images', 'feature_grid_boxes', 'stored_names', 'feature_layout', 'cache_for']
+           'collate_images', 'intra_op_threads', 'feature_grid_boxes', 'stored_names', 'feature_layout', 'cache_for']
 
 # %% ../nbs/03_features.ipynb #fc94ad11
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff')
@@ -303,6 +303,14 @@ def collate_images(items: list[dict], img_size: int = 1024) -> dict:
                        if 'error' in it]}
 
 # %% ../nbs/03_features.ipynb #5c0e7a12
+@contextmanager
+def intra_op_threads(n: int | None):
+    "torch's intra-op threads set to `n` for a block (None: left as they are)."
+    before = torch.get_num_threads()
+    if n is not None: torch.set_num_threads(n)
+    try: yield
+    finally: torch.set_num_threads(before)
+
 @patch
 def input_buffer(self: HQSAMFeatures, n: int) -> torch.Tensor:
     "A float32 encoder input [n, 3, S, S] on the device, kept and reused from call to call."
@@ -319,10 +327,11 @@ def encode(self: HQSAMFeatures, pixels: torch.Tensor, input_size: torch.Tensor) 
     "Embeddings and early ViT features of a padded uint8 batch [B, S, S, 3], normalised there."
     x = self.input_buffer(len(pixels))
     pixels = pixels.to(self.device, non_blocking=True).permute(0, 3, 1, 2)
-    for i, (h, w) in enumerate(input_size.tolist()):
-        x[i, :, :h, :w].copy_(pixels[i, :, :h, :w])              # each image's own pixels only,
-        x[i, :, :h, :w].sub_(self.sam.pixel_mean).div_(self.sam.pixel_std)   # as `preprocess`
-        x[i, :, h:], x[i, :, :h, w:] = 0, 0                     # then the padding: zeros
+    with intra_op_threads(1 if self.device.type == 'cpu' else None):   # beside busy workers
+        for i, (h, w) in enumerate(input_size.tolist()):
+            x[i, :, :h, :w].copy_(pixels[i, :, :h, :w])          # each image's own pixels only,
+            x[i, :, :h, :w].sub_(self.sam.pixel_mean).div_(self.sam.pixel_std)   # `preprocess`
+            x[i, :, h:], x[i, :, :h, w:] = 0, 0                 # then the padding: zeros
     with self.autocast():
         embeddings, interm = self.encoder(x)
     return embeddings, interm[0]
