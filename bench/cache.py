@@ -17,7 +17,8 @@ import torch
 from PIL import Image
 
 from boxrefine.cache import content_key
-from boxrefine.features import HQSAMFeatures, cache_for, extract_with_cache
+from boxrefine.features import HQSAMFeatures, cache_for
+from boxrefine.precompute import extract_with_cache
 
 
 def make_images(folder: Path, n: int, seed: int = 0) -> list[Path]:

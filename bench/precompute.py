@@ -34,8 +34,9 @@ from PIL import Image
 
 from boxrefine.atomic import atomic_write_bytes
 from boxrefine.cache import FeatureCache
-from boxrefine.features import (CHANNEL_AXES, HQSAMFeatures, build_hqsam, cache_for, entry_bytes,
-                                load_image, precompute, resolve_precision)
+from boxrefine.features import (CHANNEL_AXES, HQSAMFeatures, build_hqsam, cache_for, feature_layout,
+                                load_image, resolve_precision)
+from boxrefine.precompute import precompute
 
 VIT_H_INTERM = 1280
 
@@ -127,6 +128,13 @@ class VitHShaped(HQSAMFeatures):
         super().__init__('vit_tiny', allow_random_init=True, device=device, precision='fp32')
         self.encoder = StandIn(batch_size, self.device)
 
+    def entry_bytes(self, cache: FeatureCache) -> int:
+        "Bytes of one entry of the stand-in's outputs (`feature_layout` reads vit_tiny's model)."
+        interm = (torch.float32, (64, 64, VIT_H_INTERM))
+        layout = {**feature_layout(self), 'interm_embedding': interm}
+        zeros = {n: torch.zeros(s, dtype=t) for n, (t, s) in layout.items()}
+        return len(cache.encode('0' * 32, zeros))
+
 
 def parallel_write(folder: Path, data: bytes, n: int, threads: int) -> float:
     "Seconds for `threads` threads to write n files of `data` as the cache does (atomic, fsync)."
@@ -142,7 +150,7 @@ def feed_part(args, tmp: Path) -> dict:
     paths = make_images(tmp / 'feed_images', args.feed_images, size=(1024, 768), seed=1)
     ex = VitHShaped(args.feed_batch, args.device)
     probe = FeatureCache(tmp / 'probe', 'vit_h-standin', 'bench', channel_axes=CHANNEL_AXES)
-    size = entry_bytes(ex, probe)
+    size = ex.entry_bytes(probe)
     data = bytes(np.random.default_rng(0).integers(0, 256, size, dtype=np.uint8))
     rates, shares = {'write': [], 'feed': []}, []
     for r in range(args.rounds_feed):

@@ -32,8 +32,8 @@ from .evaluate import (IOU_BUCKETS, bucket_label, bucket_sums, bucket_table,
                                 format_buckets)
 from .engine import (finish_run, fit, load_checkpoint, make_loader, report_targets,
                               resolve_device, resolve_precision, training_run)
-from .features import (FEATURE_NAMES, HQSAMFeatures, cache_for, extract_with_cache,
-                                precompute, stored_names)
+from .features import FEATURE_NAMES, HQSAMFeatures, cache_for, stored_names
+from .precompute import extract_with_cache, precompute
 from .model import DEFAULT_GATE_MARGIN, BoxRefiner, RefinerOutput, refiner_loss
 
 
