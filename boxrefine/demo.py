@@ -19,6 +19,7 @@ from .dist import is_main
 from .engine import fit, load_checkpoint, make_loader, resolve_precision, training_run
 from .features import FEATURE_NAMES, HQSAMFeatures, cache_for
 from .model import BoxRefiner
+from .gate import calibrate_gate, format_gate
 from .refine import (format_gains, image_index, jitter_detections, refine_detections,
                               refined_examples)
 from .refiner import (RefinerTask, prepare_features, refiner_datasets, run_device,
@@ -51,8 +52,8 @@ DEMO_EXPECT = ("demo: what to expect: the refiner starts as the identity and kee
                "speed), {epochs} epochs in all")
 
 def run_demo(out_dir='boxrefine_demo', n_train: int = 48, n_val: int = 16, epochs: int = 60,
-             seed: int = 0, progress: bool = True) -> dict:
-    "Make a shapes dataset and train a refiner on random-init vit_tiny features; its report."
+             seed: int = 0, progress: bool = True, calibrate: bool = True) -> dict:
+    "A shapes dataset, a refiner trained on random-init vit_tiny features, its gate; the report."
     make_shapes_dataset(Path(out_dir) / 'data', n_train, n_val, seed=seed)
     with warnings.catch_warnings():
         warnings.filterwarnings('ignore', message='HQ-SAM vit_tiny is built WITHOUT')
@@ -62,6 +63,10 @@ def run_demo(out_dir='boxrefine_demo', n_train: int = 48, n_val: int = 16, epoch
         report = train_refiner(demo_config(out_dir, epochs=epochs, seed=seed), out_dir,
                                progress=progress)
     if not is_main(): return report
+    if calibrate:                        # before refining: `refine` then uses the calibrated gate
+        data = Path(out_dir) / 'data'
+        report['gate'] = calibrate_gate(out_dir, data / 'val.json', data / 'images')
+        print(format_gate(report['gate']))
     report['refinement'] = demo_refinement(out_dir, seed, progress=progress)
     atomic_write_json(Path(out_dir) / 'report.json', report)
     return report

@@ -20,28 +20,28 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .boxes import clamp_boxes, denormalize, normalize, paired_iou
-from .atomic import remove_dead_temp
+from .atomic import atomic_write_json, remove_dead_temp
 from .cache import CacheStats, content_keys, dequantize
 from .cachecheck import detect_caches
 from .config import ConfigError, TrainConfig
 from .data import (BoxRefinementDataset, EpochBatches, FeatureBatches, image_header_size,
-                            release_batch)
+                            read_json, release_batch)
 from .dist import (DistContext, barrier, gather_objects, is_main, reduce_sums,
                             shard_items, wrap_ddp)
 from .evaluate import (IOU_BUCKETS, bucket_label, bucket_sums, bucket_table,
                                 format_buckets)
 from .engine import (finish_run, fit, load_checkpoint, make_loader, report_targets,
                               resolve_device, resolve_precision, training_run)
-from .features import FEATURE_NAMES, HQSAMFeatures, cache_for, stored_names
+from .features import FEATURE_NAMES, HQSAMFeatures, cache_for, file_sha256, stored_names
 from .precompute import extract_with_cache, precompute
 from .model import DEFAULT_GATE_MARGIN, BoxRefiner, RefinerOutput, refiner_loss
 
 
 # %% auto #0
-__all__ = ['RANDOM_RUN_WARNING', 'MAX_BOXES', 'RefinerTask', 'quality_calibration', 'apply_modes', 'build_extractor',
+__all__ = ['RANDOM_RUN_WARNING', 'GATE_FILE', 'MAX_BOXES', 'RefinerTask', 'quality_calibration', 'apply_modes', 'build_extractor',
            'build_refiner', 'prepare_features', 'refiner_datasets', 'task_settings', 'train_refiner', 'RefinerRun',
-           'run_device', 'run_cache_dir', 'check_model_shapes', 'load_run', 'BoxesToRefine', 'check_steps',
-           'box_records', 'refine_images', 'predict_refiner']
+           'run_device', 'run_cache_dir', 'check_model_shapes', 'save_gate', 'read_gate', 'load_run', 'BoxesToRefine',
+           'check_steps', 'box_records', 'refine_images', 'predict_refiner']
 
 # %% ../nbs/06b_refiner.ipynb #3aaae35f
 def _pinned(batch: dict) -> bool:
@@ -416,6 +416,29 @@ def check_model_shapes(cfg: TrainConfig, state: dict, *, interm_dim: int, source
         raise ValueError(f"{source}: its recorded model config does not match its weights "
                          f"({len(wrong)} tensors), e.g. " + '; '.join(wrong[:3]))
 
+# %% ../nbs/06b_refiner.ipynb #87c67820
+GATE_FILE = 'gate.json'   # the gate's margin calibrated for a checkpoint of the run
+
+def save_gate(run_dir, gate: dict, checkpoint: str = 'best.pt') -> Path:
+    "`gate` (its `margin`, how it was found) for `checkpoint` of `run_dir`, written atomically."
+    sha = file_sha256(Path(run_dir) / checkpoint)
+    record = {**gate, 'checkpoint': checkpoint, 'checkpoint_sha256': sha}
+    return atomic_write_json(Path(run_dir) / GATE_FILE, record, indent=1)
+
+def read_gate(run_dir, checkpoint: str = 'best.pt') -> float | None:
+    "The calibrated margin for `checkpoint` of `run_dir`; None if none is, or it is for another."
+    path = Path(run_dir) / GATE_FILE
+    if not path.is_file(): return None
+    gate = read_json(path)
+    margin = gate.get('margin') if isinstance(gate, dict) else None
+    number = isinstance(margin, (int, float)) and not isinstance(margin, bool)
+    if not (number and -1 <= margin <= 1):
+        raise ValueError(f"{path}: 'margin' must be a number in [-1, 1], got {margin!r}: delete "
+                         f"the file (or calibrate the gate again)")
+    if gate.get('checkpoint') != checkpoint: return None
+    if gate.get('checkpoint_sha256') != file_sha256(Path(run_dir) / checkpoint): return None
+    return float(margin)
+
 # %% ../nbs/06b_refiner.ipynb #593ad5b6
 def load_run(run_dir, checkpoint: str = 'best.pt', *, device=None, cache_dir=None) -> RefinerRun:
     "The refiner of a `train_refiner` run folder, on `device` (default: the run's)."
@@ -431,6 +454,8 @@ def load_run(run_dir, checkpoint: str = 'best.pt', *, device=None, cache_dir=Non
         raise ValueError(f"{path} is not a box-refiner checkpoint (a DETR run?)")
     try: cfg = TrainConfig.load(ck['config'])
     except ConfigError as e: raise ConfigError(f"{path}: its recorded config: {e}") from None
+    margin = read_gate(run_dir, checkpoint)
+    if margin is not None: cfg['training']['gate_margin'] = margin    # calibrated for it
     with warnings.catch_warnings():
         warnings.filterwarnings('ignore', message='HQ-SAM .* is built WITHOUT')
         device = run_device(cfg, device)
