@@ -6,14 +6,24 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from .cliargs import (UserError, need_dir, need_file, need_output_file,
                                need_writable_dir, positive_int, subcommand)
 
 # %% auto #0
-__all__ = []
+__all__ = ['calibrate_after_training']
 
 # %% ../nbs/11d_cli_refiner.ipynb #49bf6adf
+def calibrate_after_training(cfg, out_dir):
+    "The gate of a finished run calibrated on its validation set (when it has one); said."
+    d, out_dir = cfg['data'], Path(out_dir)
+    if not (d['val_ann'] and d['val_img'] and (out_dir / 'best.pt').is_file()): return None
+    from boxrefine.gate import calibrate_gate, format_gate
+    gate = calibrate_gate(out_dir, d['val_ann'], d['val_img'])
+    print(format_gate(gate) + f" (calibrated on the validation set; {out_dir / 'gate.json'})")
+    return gate
+
 def _run_train(args):
     "`boxrefine train`: check the config, device, loggers and output folder, then train."
     need_file(args.config, 'config file')
@@ -28,6 +38,7 @@ def _run_train(args):
     report_targets(None, cfg)                       # so is a logger that is not installed
     need_writable_dir(args.out or cfg['output']['dir'], 'output folder')
     train_refiner(cfg, args.out, args.resume, args.clear_cache)   # tests mock it by position
+    calibrate_after_training(cfg, args.out or cfg['output']['dir'])
 
 # %% ../nbs/11d_cli_refiner.ipynb #4fd9ff7e
 @subcommand('train', help='train the box refiner from a YAML config',
@@ -139,7 +150,8 @@ def _refine_method_flags(p):
                    help='refinement steps (default: as many as the run was trained with)')
     p.add_argument('--gate-margin', type=float, metavar='M',
                    help="keep a step only where the refiner's predicted IoU rises by at least M "
-                        "(default: the run's training.gate_margin); -1 keeps every step")
+                        "(default: the run's calibrated gate.json, else training.gate_margin); "
+                        "-1 keeps every step")
     p.add_argument('--rescore', action='store_true',
                    help="multiply each refined detection's score by its predicted IoU (the "
                         "original kept as detector_score)")
@@ -262,6 +274,17 @@ def _run_audit(args):
     print(format_audit(audit, k=args.show))
     print(f"wrote {out}" + (f" and {png}" if png else ''))
 
+def _run_gate(args):
+    "`boxrefine gate`: check, calibrate the run's gate on a COCO file, save it beside the run."
+    need_dir(args.run_dir, 'run folder')
+    need_file(args.gt, 'ground-truth file')
+    need_dir(args.images, 'image folder')
+    from boxrefine.gate import calibrate_gate, format_gate
+    from boxrefine.refiner import load_run
+    run = load_run(args.run_dir, args.checkpoint, device=args.device, cache_dir=args.cache_dir)
+    gate = calibrate_gate(run, args.gt, args.images, max_loss=args.max_loss)
+    print(format_gate(gate) + f" (saved in {Path(args.run_dir) / 'gate.json'})")
+
 # %% ../nbs/11d_cli_refiner.ipynb #1c94ff01
 @subcommand('audit', help="rank a COCO file's annotations by how wrong their boxes look (the "
                           "refiner's predicted IoU), with the refiner's suggested boxes")
@@ -275,10 +298,27 @@ def _audit_command(p):
     p.add_argument('--show', type=positive_int, default=10, metavar='K',
                    help='how many of the worst to print and draw (default: %(default)s)')
     p.add_argument('--gate-margin', type=float, metavar='M',
-                   help="as for refine (default: the run's training.gate_margin)")
+                   help="as for refine (default: the run's calibrated gate, else training.gate_margin)")
     p.add_argument('--checkpoint', default='best.pt', metavar='NAME',
                    help='checkpoint in the run folder (default: %(default)s)')
     p.add_argument('--cache-dir', metavar='DIR',
                    help='feature cache to read and fill (default: the one inside the run folder)')
     p.add_argument('--device', help="device (default: the run's; the CPU if that GPU is absent)")
     p.set_defaults(run=_run_audit)
+
+@subcommand('gate', help="calibrate a run's gate: the smallest margin at which its steps never "
+                         "spoil near-perfect boxes of a held-out COCO file (saved as gate.json)")
+def _gate_command(p):
+    p.add_argument('--run', required=True, dest='run_dir', metavar='RUN_DIR',
+                   help='folder of a finished `boxrefine train` or `demo` run (its best.pt)')
+    p.add_argument('--gt', required=True, metavar='JSON',
+                   help='held-out COCO annotations (train calibrates on data.val_ann itself)')
+    p.add_argument('--images', required=True, metavar='DIR', help='their image folder')
+    p.add_argument('--max-loss', type=float, default=0.005, metavar='IOU',
+                   help='mean IoU near-perfect boxes may lose (default: %(default)s)')
+    p.add_argument('--checkpoint', default='best.pt', metavar='NAME',
+                   help='checkpoint in the run folder (default: %(default)s)')
+    p.add_argument('--cache-dir', metavar='DIR',
+                   help='feature cache to read and fill (default: the one inside the run folder)')
+    p.add_argument('--device', help="device (default: the run's; the CPU if that GPU is absent)")
+    p.set_defaults(run=_run_gate)
