@@ -45,6 +45,11 @@ def test_demo_writes_its_artefacts(demo_run):
     ck = load_checkpoint(out / 'last.pt')
     assert ck['random_init'] is True and ck['epoch'] == 3 and 'scaler' in ck and 'rng' in ck
     assert 'WITHOUT pretrained weights' in r.stdout + r.stderr
+    gate = json.loads((out / 'gate.json').read_text())        # calibrated before refining
+    assert report['gate']['margin'] == gate['margin'] and gate['checkpoint'] == 'best.pt'
+    assert f"gate margin {gate['margin']}" in r.stdout or 'gate closed' in r.stdout
+    refined = json.loads((out / 'refined_val.report.json').read_text())
+    assert refined['gate_margin'] == gate['margin']            # refine used the calibrated gate
 
 
 def test_train_resume_and_modes(demo_run, tmp_path):
@@ -58,6 +63,8 @@ def test_train_resume_and_modes(demo_run, tmp_path):
     assert 'resumed from' in r.stdout and 'images to extract' not in r.stdout    # the cache is warm
     rows = list(csv.DictReader(open(tmp_path / 'run' / 'metrics.csv')))
     assert [int(r['epoch']) for r in rows] == [1, 2, 3, 4] and float(rows[-1]['cache_hit_rate']) == 1.0
+    assert (tmp_path / 'run' / 'gate.json').is_file()          # train calibrates on its val set
+    assert 'calibrated on the validation set' in r.stdout
     r = boxrefine('train', '--config', tmp_path / 'cfg.yaml', '--debug', '--fast', '--out', tmp_path / 'fast')
     assert 'training.batch_size 8 -> 16' in r.stdout and 'training.num_epochs 4 -> 1' in r.stdout
 
@@ -387,3 +394,24 @@ def test_audit_ranks_a_file_with_moved_boxes(demo_run, tmp_path):
     assert a['id'] in {r['annotation_id'] for r in rows}
     assert all(len(r['suggested_bbox']) == 4 and 0 <= r['label_vs_suggestion'] <= 1 for r in rows)
     assert (tmp_path / 'audit.png').read_bytes()[:4] == b'\x89PNG' and 'audited' in r.stdout
+
+
+def test_gate_command_calibrates_and_refine_uses_it(demo_run, tmp_path):
+    out, _ = demo_run
+    run = tmp_path / 'run'
+    shutil.copytree(out, run)                       # its feature cache too: nothing to extract
+    (run / 'gate.json').unlink()
+    data = run / 'data'
+    r = boxrefine('gate', '--run', run, '--gt', data / 'val.json', '--images', data / 'images',
+                  '--max-loss', '0.5')              # any margin is safe at 0.5: the first is kept
+    assert 'gate margin 0.005' in r.stdout and json.loads((run / 'gate.json').read_text())['margin'] == 0.005
+    r = boxrefine('refine', '--run', run, '--detections', run / 'detections_val_jittered.json', '--images',
+                  data / 'images', '--gt', data / 'val.json', '--output', tmp_path / 'r.json')
+    assert json.loads((tmp_path / 'r.report.json').read_text())['gate_margin'] == 0.005
+    r = boxrefine('refine', '--run', run, '--detections', run / 'detections_val_jittered.json', '--images',
+                  data / 'images', '--gt', data / 'val.json', '--output', tmp_path / 'r2.json', '--gate-margin', '0.2')
+    assert json.loads((tmp_path / 'r2.report.json').read_text())['gate_margin'] == 0.2   # the option wins
+    (run / 'gate.json').write_text('{"margin": "wide"}')        # a hostile gate file: one line, no traceback
+    r = boxrefine('refine', '--run', run, '--detections', run / 'detections_val_jittered.json', '--images',
+                  data / 'images', '--output', tmp_path / 'r3.json', '--gt', data / 'val.json', check=False)
+    assert r.returncode != 0 and "'margin' must be a number in [-1, 1]" in r.stderr and 'Traceback' not in r.stderr
