@@ -15,7 +15,8 @@ from .refiner import RefinerRun, load_run, save_gate
 __all__ = ['GATE_MARGINS', 'NEAR_PERFECT', 'MIXED', 'CLOSED_GATE', 'gate_row', 'calibrate_gate', 'format_gate']
 
 # %% ../nbs/15b_gate.ipynb #00982cd0
-GATE_MARGINS = (0.005, 0.01, 0.02, 0.03, 0.04, 0.06, 0.08)   # tried in this order
+# tried in this order: fine steps where the demo's margins fall, coarser above
+GATE_MARGINS = (0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.035, 0.04, 0.045, 0.05, 0.06, 0.08, 0.1)
 NEAR_PERFECT = (0.02, 0.03, 0.05)    # jitter of the boxes that must not be spoiled
 MIXED = (0.02, 0.05, 0.1, 0.2, 0.3, 0.4)   # the demo's protocol: nearly right to badly off
 CLOSED_GATE = 1.0                    # a margin no predicted IoU can add: every box stays
