@@ -282,7 +282,8 @@ def _run_gate(args):
     from boxrefine.gate import calibrate_gate, format_gate
     from boxrefine.refiner import load_run
     run = load_run(args.run_dir, args.checkpoint, device=args.device, cache_dir=args.cache_dir)
-    gate = calibrate_gate(run, args.gt, args.images, max_loss=args.max_loss)
+    gate = calibrate_gate(run, args.gt, args.images, max_loss=args.max_loss,
+                          max_box_loss=args.max_box_loss)
     print(format_gate(gate) + f" (saved in {Path(args.run_dir) / 'gate.json'})")
 
 # %% ../nbs/11d_cli_refiner.ipynb #1c94ff01
@@ -316,6 +317,8 @@ def _gate_command(p):
     p.add_argument('--images', required=True, metavar='DIR', help='their image folder')
     p.add_argument('--max-loss', type=float, default=0.005, metavar='IOU',
                    help='mean IoU near-perfect boxes may lose (default: %(default)s)')
+    p.add_argument('--max-box-loss', type=float, default=0.05, metavar='IOU',
+                   help='IoU any one near-perfect box may lose (default: %(default)s)')
     p.add_argument('--checkpoint', default='best.pt', metavar='NAME',
                    help='checkpoint in the run folder (default: %(default)s)')
     p.add_argument('--cache-dir', metavar='DIR',

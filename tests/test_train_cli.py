@@ -403,7 +403,7 @@ def test_gate_command_calibrates_and_refine_uses_it(demo_run, tmp_path):
     (run / 'gate.json').unlink()
     data = run / 'data'
     r = boxrefine('gate', '--run', run, '--gt', data / 'val.json', '--images', data / 'images',
-                  '--max-loss', '0.5')              # any margin is safe at 0.5: the first is kept
+                  '--max-loss', '0.5', '--max-box-loss', '1')   # any margin is safe: the first is kept
     assert 'gate margin 0.005' in r.stdout and json.loads((run / 'gate.json').read_text())['margin'] == 0.005
     r = boxrefine('refine', '--run', run, '--detections', run / 'detections_val_jittered.json', '--images',
                   data / 'images', '--gt', data / 'val.json', '--output', tmp_path / 'r.json')
