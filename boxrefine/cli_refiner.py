@@ -299,7 +299,8 @@ def _audit_command(p):
     p.add_argument('--show', type=positive_int, default=10, metavar='K',
                    help='how many of the worst to print and draw (default: %(default)s)')
     p.add_argument('--gate-margin', type=float, metavar='M',
-                   help="as for refine (default: the run's calibrated gate, else training.gate_margin)")
+                   help="as for refine (default: the run's calibrated gate, else "
+                        "training.gate_margin)")
     p.add_argument('--checkpoint', default='best.pt', metavar='NAME',
                    help='checkpoint in the run folder (default: %(default)s)')
     p.add_argument('--cache-dir', metavar='DIR',

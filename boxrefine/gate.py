@@ -12,7 +12,7 @@ from .refine import jitter_detections, matched_ious, refine_detections
 from .refiner import RefinerRun, load_run, save_gate
 
 # %% auto #0
-__all__ = ['GATE_MARGINS', 'NEAR_PERFECT', 'MIXED', 'CLOSED_GATE', 'gate_row', 'calibrate_gate', 'format_gate']
+__all__ = ['GATE_MARGINS', 'NEAR_PERFECT', 'MIXED', 'CLOSED_GATE', 'gate_row', 'gate_images', 'calibrate_gate', 'format_gate']
 
 # %% ../nbs/15b_gate.ipynb #00982cd0
 # tried in this order: fine steps where the demo's margins fall, coarser above
@@ -36,11 +36,24 @@ def gate_row(run: RefinerRun, gt: dict, images, margin: float, *, seed: int = 1,
     return row
 
 # %% ../nbs/15b_gate.ipynb #14b0d953
+def gate_images(gt: dict, max_images: int) -> dict:
+    "`gt` cut to its first `max_images` images (by id) and their boxes: a bounded calibration."
+    keep = sorted(im['id'] for im in gt['images'])[:max_images]
+    ids = set(keep)
+    return {**gt, 'images': [im for im in gt['images'] if im['id'] in ids],
+            'annotations': [a for a in gt['annotations'] if a['image_id'] in ids]}
+
 def calibrate_gate(run, gt, images, *, margins=GATE_MARGINS, max_loss: float = 0.005,
-                   max_box_loss: float = 0.05, seed: int = 1, save: bool = True) -> dict:
+                   max_box_loss: float = 0.05, seed: int = 1, max_images: int = 500,
+                   save: bool = True) -> dict:
     "The smallest of `margins` safe for near-perfect boxes (mean and worst IoU loss); saved."
+    for name, v in (('max_loss', max_loss), ('max_box_loss', max_box_loss)):
+        if not (isinstance(v, (int, float)) and 0 <= v <= 1):
+            raise ValueError(f"{name} must be an IoU in [0, 1], got {v!r}")
+    gt = gate_images(read_coco(gt) if isinstance(gt, (str, Path)) else gt, max_images)
+    if not gt['annotations']:
+        raise ValueError("calibrating the gate needs ground-truth boxes: the file has none")
     run = run if isinstance(run, RefinerRun) else load_run(run)
-    gt = read_coco(gt) if isinstance(gt, (str, Path)) else gt
     safe = lambda r: r['near_perfect'] >= -max_loss and r['near_perfect_worst'] >= -max_box_loss
     rows = []
     for margin in sorted(margins):
@@ -60,8 +73,8 @@ def format_gate(gate: dict) -> str:
                 f"boxes lost more than {gate['max_loss']} IoU on average or one lost more than "
                 f"{gate['max_box_loss']}, so no step is kept")
     r = gate['rows'][-1]
-    tried = ', '.join(f"{x['margin']}: {x['near_perfect']:+.3f} (worst {x['near_perfect_worst']:+.2f})"
-                      for x in gate['rows'][:-1])
+    tried = ', '.join(f"{x['margin']}: {x['near_perfect']:+.3f} "
+                      f"(worst {x['near_perfect_worst']:+.2f})" for x in gate['rows'][:-1])
     return (f"gate margin {gate['margin']}: near-perfect boxes {r['near_perfect']:+.3f} IoU (worst "
             f"{r['near_perfect_worst']:+.3f}), mixed {r['mixed']:+.3f}"
             + (f"; at smaller margins near-perfect {tried}" if tried else ''))

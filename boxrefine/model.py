@@ -69,7 +69,8 @@ class BoxRefiner(nn.Module):
         # the IoU of the pooled box with the true box, as a logit, from the delta head's own
         # verdict on the box (`own_verdict`: OWN_VERDICT_DIM numbers) and the pooled features
         self.quality_head = nn.Sequential(
-            nn.Linear(OWN_VERDICT_DIM + n_in, quality_hidden), nn.ReLU(), nn.Linear(quality_hidden, quality_hidden),
+            nn.Linear(OWN_VERDICT_DIM + n_in, quality_hidden), nn.ReLU(),
+            nn.Linear(quality_hidden, quality_hidden),
             nn.ReLU(), nn.Linear(quality_hidden, 1))
 
 # %% ../nbs/05_model.ipynb #73fed6ef
