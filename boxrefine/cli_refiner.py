@@ -287,6 +287,14 @@ def _run_gate(args):
     print(format_gate(gate) + f" (saved in {Path(args.run_dir) / 'gate.json'})")
 
 # %% ../nbs/11d_cli_refiner.ipynb #1c94ff01
+def _run_loading_flags(p):
+    "How a finished run is loaded: which checkpoint, which feature cache, on which device."
+    p.add_argument('--checkpoint', default='best.pt', metavar='NAME',
+                   help='checkpoint in the run folder (default: %(default)s)')
+    p.add_argument('--cache-dir', metavar='DIR',
+                   help='feature cache to read and fill (default: the one inside the run folder)')
+    p.add_argument('--device', help="device (default: the run's; the CPU if that GPU is absent)")
+
 @subcommand('audit', help="rank a COCO file's annotations by how wrong their boxes look (the "
                           "refiner's predicted IoU), with the refiner's suggested boxes")
 def _audit_command(p):
@@ -301,11 +309,7 @@ def _audit_command(p):
     p.add_argument('--gate-margin', type=float, metavar='M',
                    help="as for refine (default: the run's calibrated gate, else "
                         "training.gate_margin)")
-    p.add_argument('--checkpoint', default='best.pt', metavar='NAME',
-                   help='checkpoint in the run folder (default: %(default)s)')
-    p.add_argument('--cache-dir', metavar='DIR',
-                   help='feature cache to read and fill (default: the one inside the run folder)')
-    p.add_argument('--device', help="device (default: the run's; the CPU if that GPU is absent)")
+    _run_loading_flags(p)
     p.set_defaults(run=_run_audit)
 
 @subcommand('gate', help="calibrate a run's gate: the smallest margin at which its steps never "
@@ -320,9 +324,5 @@ def _gate_command(p):
                    help='mean IoU near-perfect boxes may lose (default: %(default)s)')
     p.add_argument('--max-box-loss', type=float, default=0.05, metavar='IOU',
                    help='IoU any one near-perfect box may lose (default: %(default)s)')
-    p.add_argument('--checkpoint', default='best.pt', metavar='NAME',
-                   help='checkpoint in the run folder (default: %(default)s)')
-    p.add_argument('--cache-dir', metavar='DIR',
-                   help='feature cache to read and fill (default: the one inside the run folder)')
-    p.add_argument('--device', help="device (default: the run's; the CPU if that GPU is absent)")
+    _run_loading_flags(p)
     p.set_defaults(run=_run_gate)
