@@ -16,8 +16,9 @@ import uuid
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['ORPHAN_MIN_AGE', 'READ_ONLY_ERRNOS', 'DiskFullError', 'atomic_write_bytes', 'atomic_write_text', 'atomic_write_json',
-           'temp_writer', 'pid_alive', 'orphaned_temp', 'remove_dead_temp', 'NotWritableError', 'check_writable']
+__all__ = ['ORPHAN_MIN_AGE', 'READ_ONLY_ERRNOS', 'DiskFullError', 'total_bytes', 'atomic_write_parts', 'atomic_write_bytes',
+           'atomic_write_text', 'atomic_write_json', 'temp_writer', 'pid_alive', 'orphaned_temp', 'remove_dead_temp',
+           'NotWritableError', 'check_writable']
 
 # %% ../nbs/01a_atomic.ipynb #ddf4ec18
 class DiskFullError(OSError):
@@ -37,14 +38,18 @@ def _disk_full(path: Path, needed: int, err: OSError) -> DiskFullError:
     return e
 
 # %% ../nbs/01a_atomic.ipynb #fd0cc2e7
-def atomic_write_bytes(path, data: bytes | memoryview, fsync: bool = True) -> Path:
-    "Write `data` to `path` atomically (temporary file in the same folder, fsync, rename)."
-    path = Path(path)
+def total_bytes(parts) -> int:
+    "The bytes in the buffers `parts` together."
+    return sum(memoryview(p).nbytes for p in parts)
+
+def atomic_write_parts(path, parts, fsync: bool = True) -> Path:
+    "Write the buffers `parts` one after another to `path` atomically, never joined in memory."
+    path, parts = Path(path), list(parts)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         with open(tmp, 'wb') as f:
-            f.write(data)
+            for part in parts: f.write(part)
             if fsync:
                 f.flush()
                 os.fsync(f.fileno())
@@ -52,9 +57,14 @@ def atomic_write_bytes(path, data: bytes | memoryview, fsync: bool = True) -> Pa
     except BaseException as e:
         tmp.unlink(missing_ok=True)
         if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise _disk_full(path, memoryview(data).nbytes, e) from e
+            raise _disk_full(path, total_bytes(parts), e) from e
         raise
     return path
+
+def atomic_write_bytes(path, data: bytes | memoryview, fsync: bool = True) -> Path:
+    "Write `data` to `path` atomically (temporary file in the same folder, fsync, rename)."
+    return atomic_write_parts(path, [data], fsync)
+
 
 # %% ../nbs/01a_atomic.ipynb #52e9b912
 def atomic_write_text(path, text: str, fsync: bool = True) -> Path:

@@ -20,10 +20,10 @@ import numpy as np
 import torch
 import xxhash
 from fastcore.basics import patch
-from safetensors.torch import load as st_load, save as st_save
+from safetensors.torch import load as st_load
 
-from .atomic import (READ_ONLY_ERRNOS, atomic_write_bytes, atomic_write_json,
-                              check_writable as check_folder_writable, remove_dead_temp)
+from .atomic import (READ_ONLY_ERRNOS, atomic_write_json, atomic_write_parts,
+                              check_writable as check_folder_writable, remove_dead_temp, total_bytes)
 
 # %% auto #0
 __all__ = ['CACHE_FORMAT', 'SCALE_SUFFIX', 'STORAGE_DTYPES', 'content_key', 'content_keys', 'CacheStats', 'CorruptEntry',
@@ -326,11 +326,30 @@ def dequantize(features: dict[str, torch.Tensor], dtype=torch.float32) -> dict[s
     return out
 
 # %% ../nbs/02_cache.ipynb #3508218f
+_ST_CODES = {dtype: code for code, dtype in _ST_DTYPES.items()}
+
+def _tensor_bytes(t: torch.Tensor) -> memoryview:
+    "The bytes of a contiguous CPU tensor, without a copy."
+    return memoryview(t.reshape(-1).view(torch.uint8).numpy())
+
+def _st_header(stored: dict[str, torch.Tensor], meta: dict[str, str]) -> tuple[bytes, list[str]]:
+    "safetensors' header for `stored`, and the order of their bytes (wider dtypes first, as it does)."
+    order = sorted(stored, key=lambda name: (-stored[name].element_size(), name))
+    header, offset = {'__metadata__': meta}, 0
+    for name in order:
+        t = stored[name]
+        header[name] = {'dtype': _ST_CODES[t.dtype], 'shape': list(t.shape),
+                        'data_offsets': [offset, offset + t.nbytes]}
+        offset += t.nbytes
+    text = json.dumps(header, separators=(',', ':'), ensure_ascii=False).encode()
+    text += b' ' * (-len(text) % 8)          # the tensors start 8-byte aligned
+    return len(text).to_bytes(8, 'little') + text, order
+
 @patch
 @torch.no_grad()
-def encode(self: FeatureCache, key: str, tensors: dict[str, torch.Tensor],
-           metadata: dict[str, str] | None = None) -> bytes:
-    "The bytes of the entry that `put` writes for `key`."
+def encode_parts(self: FeatureCache, key: str, tensors: dict[str, torch.Tensor],
+                 metadata: dict[str, str] | None = None) -> list:
+    "The entry that `put` writes for `key`: its header, then each tensor's bytes (not copied)."
     if not tensors: raise ValueError(f"nothing to store for key {key}")
     int8 = self.storage_dtype == torch.int8
     stored = {}
@@ -344,17 +363,25 @@ def encode(self: FeatureCache, key: str, tensors: dict[str, torch.Tensor],
         else: stored[name] = v
     stored = {k: v.contiguous() for k, v in stored.items()}
     meta = {**(metadata or {}), _FORMAT: CACHE_FORMAT, _KEY: key, _CHECKSUM: _checksum(stored)}
-    return st_save(stored, metadata={k: str(v) for k, v in meta.items()})
+    header, order = _st_header(stored, {k: str(v) for k, v in meta.items()})
+    return [header, *(_tensor_bytes(stored[name]) for name in order)]
+
+@patch
+def encode(self: FeatureCache, key: str, tensors: dict[str, torch.Tensor],
+           metadata: dict[str, str] | None = None) -> bytes:
+    "The bytes of the entry that `put` writes for `key` (`encode_parts`, joined)."
+    return b''.join(self.encode_parts(key, tensors, metadata))
+
 
 # %% ../nbs/02_cache.ipynb #925f083c
 @patch
 def put(self: FeatureCache, key: str, tensors: dict[str, torch.Tensor],
         metadata: dict[str, str] | None = None) -> Path:
     "Store `tensors` for `key` atomically; returns the entry's path."
-    data = self.encode(key, tensors, metadata)
-    path = atomic_write_bytes(self.path_for(key), data)
+    parts = self.encode_parts(key, tensors, metadata)
+    path = atomic_write_parts(self.path_for(key), parts)
     self.stats.writes += 1
-    self.stats.bytes_written += len(data)
+    self.stats.bytes_written += total_bytes(parts)
     return path
 
 # %% ../nbs/02_cache.ipynb #fed22cc9

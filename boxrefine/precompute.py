@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
-from .atomic import atomic_write_bytes
+from .atomic import atomic_write_parts, total_bytes
 from .cache import FeatureCache, content_key, dequantize
 from .features import (FEATURE_NAMES, IMAGE_EXTENSIONS, HQSAMFeatures, ImageLoadError,
                                 collate_images, feature_layout, load_image, prepare_image)
@@ -159,9 +159,9 @@ class EntryWriter:
 
     def _write(self, key: str, tensors: dict) -> int:
         try:
-            data = self.cache.encode(key, tensors)
-            atomic_write_bytes(self.cache.path_for(key), data)
-            return len(data)
+            parts = self.cache.encode_parts(key, tensors)  # the tensors' memory, never joined
+            atomic_write_parts(self.cache.path_for(key), parts)
+            return total_bytes(parts)
         finally: self.slots.release()
 
     def submit(self, key: str, tensors: dict):
