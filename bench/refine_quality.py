@@ -1,7 +1,8 @@
 """Does the refiner spoil good boxes, does it know its own quality, does it find wrong labels?
 
-Run: python bench/refine_quality.py [--run boxrefine_demo] [--epochs 60]
-Uses a finished demo run (made first with `boxrefine demo` settings when --run does not exist) and
+Run: python bench/refine_quality.py [--run boxrefine_demo] [--epochs 60] [--seed 0]
+Uses a finished demo run (made first with `boxrefine demo` settings when --run does not exist; --seed
+draws the demo's data, noise and initial weights) and
 reports, side by side in one run:
 - validation IoU by input-IoU bucket before/after (targets: >= 0.9 loses at most 0.005, 0.5-0.7
   gains at least 0.07, overall gain at least 0.08) and the quality head's Spearman rho (>= 0.7);
@@ -89,9 +90,10 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--run', default='boxrefine_demo')
     ap.add_argument('--epochs', type=int, default=60)
+    ap.add_argument('--seed', type=int, default=0, help="the demo's seed (a new run only)")
     args = ap.parse_args()
     run_dir = Path(args.run)
-    if not (run_dir / 'best.pt').is_file(): run_demo(run_dir, epochs=args.epochs)
+    if not (run_dir / 'best.pt').is_file(): run_demo(run_dir, epochs=args.epochs, seed=args.seed)
     report = json.loads((run_dir / 'report.json').read_text())
     run = load_run(run_dir)
     gt = json.loads((run_dir / 'data' / 'val.json').read_text())
