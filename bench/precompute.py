@@ -1,6 +1,6 @@
 """Precompute benchmark: the encoder's speed per precision and attention, and the feed against the disk.
 
-Run: python bench/precompute.py [--device cpu|cuda] [--images 2] [--rounds 5] [--feed-images 64]
+Run: python bench/precompute.py [--device cpu|cuda] [--images 2] [--rounds 5] [--feed-images 128]
 Two parts, each measured side by side in one run (the phases alternate round by round, in a new
 order each round; ratios are medians of the ratios within each round):
 1. encoder (`vit_tiny` on the CPU, `vit_h` with --device cuda; random weights, a few small JPEGs):
@@ -182,9 +182,11 @@ def main():
     ap.add_argument('--batch-size', type=int, default=2, help='batch of part 1 (default: 2)')
     ap.add_argument('--rounds', type=int, default=5, help='rounds of part 1 (default: 5)')
     ap.add_argument('--compile', action='store_true', help='also measure torch.compile')
-    ap.add_argument('--feed-images', type=int, default=64, help='images of part 2 (default: 64)')
+    # 128 images: the feed's fill and drain (a batch decoded before the first write, the last
+    # writes after the last decode) stay a small part of a round; 5 rounds: the disk itself swings
+    ap.add_argument('--feed-images', type=int, default=128, help='images of part 2 (default: 128)')
     ap.add_argument('--feed-batch', type=int, default=8, help='batch of part 2 (default: 8)')
-    ap.add_argument('--rounds-feed', type=int, default=3, help='rounds of part 2 (default: 3)')
+    ap.add_argument('--rounds-feed', type=int, default=5, help='rounds of part 2 (default: 5)')
     ap.add_argument('--writers', type=int, default=4, help='writer threads (default: 4)')
     ap.add_argument('--workers', type=int, default=None, help='decoding workers (default: '
                                                               'from the CPUs)')
