@@ -65,7 +65,6 @@ def atomic_write_bytes(path, data: bytes | memoryview, fsync: bool = True) -> Pa
     "Write `data` to `path` atomically (temporary file in the same folder, fsync, rename)."
     return atomic_write_parts(path, [data], fsync)
 
-
 # %% ../nbs/01a_atomic.ipynb #52e9b912
 def atomic_write_text(path, text: str, fsync: bool = True) -> Path:
     "Write `text` (UTF-8) to `path` atomically."

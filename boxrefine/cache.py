@@ -105,13 +105,17 @@ _CHECKSUM, _FORMAT, _KEY = 'boxrefine.checksum', 'boxrefine.format', 'boxrefine.
 SCALE_SUFFIX = '.scale'   # int8 storage: `name` holds the codes, `name.scale` the scales
 _MISMATCH = "its checksum does not match its tensors' bytes"
 
+def _tensor_bytes(t: torch.Tensor) -> memoryview:
+    "The bytes of a contiguous CPU tensor, without a copy."
+    return memoryview(t.reshape(-1).view(torch.uint8).numpy())
+
 def _checksum(tensors: dict[str, torch.Tensor]) -> str:
     "xxHash3 of the tensors' names, dtypes, shapes and bytes, in name order."
     h = xxhash.xxh3_128()
     for name in sorted(tensors):
         t = tensors[name].contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().data)
+        h.update(_tensor_bytes(t))
     return h.hexdigest()
 
 class CorruptEntry(Exception):
@@ -328,10 +332,6 @@ def dequantize(features: dict[str, torch.Tensor], dtype=torch.float32) -> dict[s
 # %% ../nbs/02_cache.ipynb #3508218f
 _ST_CODES = {dtype: code for code, dtype in _ST_DTYPES.items()}
 
-def _tensor_bytes(t: torch.Tensor) -> memoryview:
-    "The bytes of a contiguous CPU tensor, without a copy."
-    return memoryview(t.reshape(-1).view(torch.uint8).numpy())
-
 def _st_header(stored: dict[str, torch.Tensor], meta: dict[str, str]) -> tuple[bytes, list[str]]:
     "safetensors' header for `stored`, and the order of their bytes (wider dtypes first, as it does)."
     order = sorted(stored, key=lambda name: (-stored[name].element_size(), name))
@@ -371,7 +371,6 @@ def encode(self: FeatureCache, key: str, tensors: dict[str, torch.Tensor],
            metadata: dict[str, str] | None = None) -> bytes:
     "The bytes of the entry that `put` writes for `key` (`encode_parts`, joined)."
     return b''.join(self.encode_parts(key, tensors, metadata))
-
 
 # %% ../nbs/02_cache.ipynb #925f083c
 @patch
