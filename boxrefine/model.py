@@ -19,7 +19,7 @@ from .losses import LossParts, quality_loss, refinement_loss
 
 # %% auto #0
 __all__ = ['OWN_VERDICT_DIM', 'GRID_STRIDE', 'DEFAULT_GATE_MARGIN', 'apply_deltas', 'boxes_to_deltas', 'expand_boxes',
-           'BoxRefiner', 'RefinerOutput', 'RefinerLoss', 'refiner_loss']
+           'BoxRefiner', 'pooling_layout', 'RefinerOutput', 'RefinerLoss', 'refiner_loss']
 
 # %% ../nbs/05_model.ipynb #06eff532
 def apply_deltas(boxes: torch.Tensor, deltas: torch.Tensor,
@@ -103,6 +103,13 @@ def pooled(self: BoxRefiner, features: dict[str, torch.Tensor], boxes: torch.Ten
     parts.append(boxes.to(dtype))
     return torch.cat(parts, 1)
 
+# %% ../nbs/05_model.ipynb #bba5680e
+def pooling_layout(features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    "`features` with `interm_embedding` (same shape and values) stored channel-first for RoIAlign."
+    if 'interm_embedding' not in features: return features
+    channel_first = features['interm_embedding'].permute(0, 3, 1, 2).contiguous()
+    return {**features, 'interm_embedding': channel_first.permute(0, 2, 3, 1)}
+
 # %% ../nbs/05_model.ipynb #f0071793
 @patch
 def deltas(self: BoxRefiner, pooled: torch.Tensor) -> torch.Tensor:
@@ -150,7 +157,7 @@ def forward(self: BoxRefiner, features: dict[str, torch.Tensor], boxes: torch.Te
             steps: int | None = None) -> RefinerOutput:
     "Refine `boxes` [K, 4] of images `batch_idx`; with a `margin`, keep a step only if IoU rises."
     steps = _check_gate(self.steps if steps is None else steps, margin)
-    current = boxes.float()
+    current, features = boxes.float(), pooling_layout(features)
     x = self.pooled(features, current, batch_idx)
     iou = self.predicted_iou(x)
     kept = torch.zeros(len(boxes), dtype=torch.long, device=boxes.device)

@@ -34,7 +34,8 @@ from .engine import (finish_run, fit, load_checkpoint, make_loader, report_targe
                               resolve_device, resolve_precision, training_run)
 from .features import FEATURE_NAMES, HQSAMFeatures, cache_for, file_sha256, stored_names
 from .precompute import extract_with_cache, precompute
-from .model import DEFAULT_GATE_MARGIN, BoxRefiner, RefinerOutput, refiner_loss
+from .model import (DEFAULT_GATE_MARGIN, BoxRefiner, RefinerOutput, pooling_layout,
+                             refiner_loss)
 
 
 # %% auto #0
@@ -66,7 +67,7 @@ class RefinerTask:
         source = batch['features']
         self._keep_mapped(batch)
         moved = {k: v.to(self.device, non_blocking=True) for k, v in source.items()}
-        moved = dequantize(moved, torch.float32)
+        moved = dequantize(pooling_layout(moved), torch.float32)   # laid out while narrow
         shares = lambda k: moved[k].data_ptr() == source[k].data_ptr()
         # never keep a worker's buffer
         moved = {k: v.clone() if shares(k) else v for k, v in moved.items()}
