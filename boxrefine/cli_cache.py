@@ -107,8 +107,9 @@ def _precompute_parser(actions):
                      help='cache root: features go to DIR/<encoder fingerprint>/<split>')
     pre.add_argument('--split', default='train',
                      help='name of this image set in the cache (default: %(default)s)')
-    pre.add_argument('--batch-size', type=positive_int, default=4,
-                     help='images per encoder pass (default: %(default)s)')
+    pre.add_argument('--batch-size', type=positive_int,
+                     help='images per encoder pass (default: 1 on the CPU, where a larger batch '
+                          'is slower per image; 4 on a GPU)')
     pre.add_argument('--storage-dtype', default='float16',
                      choices=['float16', 'bfloat16', 'float32'],
                      help='dtype of the stored features (default: %(default)s)')

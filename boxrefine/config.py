@@ -82,7 +82,7 @@ class TrainingSection(_Section):
     grad_clip: NonNeg | None = 1.0
     seed: NonNegInt = 0
     num_workers: NonNegInt | None = None
-    feature_batch_size: PositiveInt = 4
+    feature_batch_size: PositiveInt | None = None   # None: 1 on the CPU, 4 on a GPU
     l1_weight: NonNeg = 1.0
     iou_weight: NonNeg = 2.0
     quality_weight: NonNeg = 1.0     # the quality head's loss (predicted against true IoU)

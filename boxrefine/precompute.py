@@ -30,9 +30,10 @@ from .features import (FEATURE_NAMES, IMAGE_EXTENSIONS, HQSAMFeatures, ImageLoad
                                 collate_images, feature_layout, load_image, prepare_image)
 
 # %% auto #0
-__all__ = ['PEAK_BF16_TFLOPS', 'extract_with_cache', 'list_images', 'InsufficientDiskSpace', 'entry_bytes', 'check_disk_space',
-           'ImageFeed', 'feed_workers', 'image_loader', 'EntryWriter', 'encoder_flops', 'peak_bf16_tflops',
-           'EncoderClock', 'speed', 'speed_line', 'precompute']
+__all__ = ['CPU_ENCODER_BATCH', 'GPU_ENCODER_BATCH', 'PEAK_BF16_TFLOPS', 'extract_with_cache', 'list_images',
+           'InsufficientDiskSpace', 'entry_bytes', 'check_disk_space', 'ImageFeed', 'feed_workers', 'image_loader',
+           'encoder_batch', 'EntryWriter', 'encoder_flops', 'peak_bf16_tflops', 'EncoderClock', 'speed', 'speed_line',
+           'precompute']
 
 # %% ../nbs/03a_precompute.ipynb #daa2cc53
 def _batches(items: list, size: int):
@@ -148,6 +149,14 @@ def image_loader(items: list[tuple], img_size: int = 1024, batch_size: int = 4,
     if len(items) <= batch_size: workers = 0     # one batch: a worker would only add its start
     return DataLoader(ImageFeed(items, img_size), batch_size=batch_size, num_workers=workers,
                       collate_fn=partial(collate_images, img_size=img_size), pin_memory=pin)
+
+# %% ../nbs/03a_precompute.ipynb #00c5c87c
+CPU_ENCODER_BATCH, GPU_ENCODER_BATCH = 1, 4
+
+def encoder_batch(device, batch_size: int | None = None) -> int:
+    "`batch_size`, or the default for `device`: 1 on the CPU (faster per image), 4 on a GPU."
+    if batch_size is not None: return batch_size
+    return CPU_ENCODER_BATCH if torch.device(device).type == 'cpu' else GPU_ENCODER_BATCH
 
 # %% ../nbs/03a_precompute.ipynb #5c0e7a22
 class EntryWriter:
@@ -278,11 +287,12 @@ def _store(launched: dict, writer: EntryWriter, names):
         writer.submit(key, {k: launched[k][i] for k in names})
 
 # %% ../nbs/03a_precompute.ipynb #5c0e7a31
-def precompute(extractor: HQSAMFeatures, cache: FeatureCache, images: list, batch_size: int = 4,
+def precompute(extractor: HQSAMFeatures, cache: FeatureCache, images: list,
+               batch_size: int | None = None,
                progress: bool = True, *, keys: list[str] | None = None, names=FEATURE_NAMES,
                force: bool = False, workers: int | None = None, writers: int = 4) -> dict:
     "Extract and store the features of every image without a valid entry; a summary with speed."
-    start = time.perf_counter()
+    start, batch_size = time.perf_counter(), encoder_batch(extractor.device, batch_size)
     todo, cached, failed = _to_extract(cache, images, keys)
     per_image = entry_bytes(extractor, cache, names) if todo else 0
     space = check_disk_space(cache, len(todo), per_image, force, progress) if todo else {}
