@@ -105,6 +105,7 @@ class ModelSection(_Section):
     hidden: PositiveInt = 256
     use_interm: Bool = True
     use_pixels: Bool = True
+    judges: PositiveInt = 3       # quality heads; a step is kept only if every one rates it up
 
 # %% ../nbs/06_config.ipynb #d154371b
 class FeatureCacheSection(_Section):

@@ -19,7 +19,7 @@ from .losses import LossParts, quality_loss, refinement_loss
 
 # %% auto #0
 __all__ = ['OWN_VERDICT_DIM', 'GRID_STRIDE', 'DEFAULT_GATE_MARGIN', 'apply_deltas', 'boxes_to_deltas', 'expand_boxes',
-           'BoxRefiner', 'pooling_layout', 'RefinerOutput', 'RefinerLoss', 'refiner_loss']
+           'BoxRefiner', 'one_judge_state', 'pooling_layout', 'RefinerOutput', 'RefinerLoss', 'refiner_loss']
 
 # %% ../nbs/05_model.ipynb #06eff532
 def apply_deltas(boxes: torch.Tensor, deltas: torch.Tensor,
@@ -48,8 +48,11 @@ class BoxRefiner(nn.Module):
     "Iterative box refinement on HQ-SAM features, with a head that predicts each box's IoU."
     def __init__(self, embed_dim: int = 256, interm_dim: int = 160, steps: int = 3, pool: int = 7,
                  context: float = 2.0, hidden: int = 256, use_interm: bool = True,
-                 use_pixels: bool = True, pixel_pool: int = 16, quality_hidden: int = 128):
+                 use_pixels: bool = True, pixel_pool: int = 16, quality_hidden: int = 128,
+                 judges: int = 3):
         super().__init__()
+        if isinstance(judges, bool) or not isinstance(judges, int) or judges < 1:
+            raise ValueError(f"judges must be an integer >= 1, got {judges!r}")
         self.steps, self.pool, self.context, self.pixel_pool = steps, pool, context, pixel_pool
         self.use_interm, self.use_pixels = use_interm, use_pixels
         self.embed_proj = nn.Sequential(nn.Conv2d(embed_dim, 64, 1), nn.ReLU())
@@ -66,12 +69,20 @@ class BoxRefiner(nn.Module):
         nn.init.zeros_(self.head[-1].weight)
         nn.init.zeros_(self.head[-1].bias)
         self.register_buffer('delta_std', torch.tensor([0.1, 0.1, 0.2, 0.2]), persistent=False)
-        # the IoU of the pooled box with the true box, as a logit, from the delta head's own
-        # verdict on the box (`own_verdict`: OWN_VERDICT_DIM numbers) and the pooled features
-        self.quality_head = nn.Sequential(
-            nn.Linear(OWN_VERDICT_DIM + n_in, quality_hidden), nn.ReLU(),
-            nn.Linear(quality_hidden, quality_hidden),
-            nn.ReLU(), nn.Linear(quality_hidden, 1))
+        # `judges` quality heads, each from its own random start: the IoU of the pooled box with
+        # the true box, as a logit, from the delta head's own verdict on the box (`own_verdict`:
+        # OWN_VERDICT_DIM numbers) and the pooled features
+        judge = lambda: nn.Sequential(nn.Linear(OWN_VERDICT_DIM + n_in, quality_hidden), nn.ReLU(),
+                                      nn.Linear(quality_hidden, quality_hidden), nn.ReLU(),
+                                      nn.Linear(quality_hidden, 1))
+        self.quality_heads = nn.ModuleList(judge() for _ in range(judges))
+
+# %% ../nbs/05_model.ipynb #9604819f
+def one_judge_state(state: dict) -> dict:
+    "A state dict from before `judges` (one `quality_head`), as the first of `quality_heads`."
+    old = 'quality_head.'
+    return {('quality_heads.0.' + k[len(old):] if k.startswith(old) else k): v
+            for k, v in state.items()}
 
 # %% ../nbs/05_model.ipynb #73fed6ef
 GRID_STRIDE = 16  # input pixels per cell of the encoder's 64x64 grid
@@ -125,20 +136,26 @@ def own_verdict(self: BoxRefiner, pooled: torch.Tensor) -> torch.Tensor:
     return torch.cat([correction / self.delta_std, torch.logit(agree)[:, None]], 1)
 
 @patch
-def predicted_iou(self: BoxRefiner, pooled: torch.Tensor) -> torch.Tensor:
-    "The predicted IoU [K] in [0, 1] of the boxes `pooled` came from with their true boxes."
+def predicted_ious(self: BoxRefiner, pooled: torch.Tensor) -> torch.Tensor:
+    "Each judge's predicted IoU [J, K] in [0, 1] of the boxes `pooled` came from with the truth."
     judged = torch.cat([self.own_verdict(pooled).to(pooled.dtype), pooled.detach()], 1)
-    return torch.sigmoid(self.quality_head(judged).float()).squeeze(-1)
+    return torch.sigmoid(torch.cat([h(judged) for h in self.quality_heads], 1).float()).T
+
+@patch
+def predicted_iou(self: BoxRefiner, pooled: torch.Tensor) -> torch.Tensor:
+    "The judges' mean predicted IoU [K] of the boxes `pooled` came from with their true boxes."
+    return self.predicted_ious(pooled).mean(0)
 
 # %% ../nbs/05_model.ipynb #5991b0c1
 DEFAULT_GATE_MARGIN = 0.005  # predicted IoU a step must add to be kept (inference)
 
 class RefinerOutput(NamedTuple):
-    "Boxes after each step (S × [K, 4]), predicted IoUs ((S+1) × [K]), input, steps kept [K]."
+    "Boxes (S × [K, 4]), mean predicted IoUs ((S+1) × [K]), input, steps kept, each judge's IoUs."
     boxes: list[torch.Tensor]
     ious: list[torch.Tensor]
     start: torch.Tensor
     kept: torch.Tensor
+    judged: list[torch.Tensor]     # (S+1) × [J, K]: what each judge said
 
 def _check_gate(steps: int, margin: float | None) -> int:
     "`steps` if it is a count of steps and `margin` None or a finite number; else a clear error."
@@ -155,29 +172,29 @@ def _check_gate(steps: int, margin: float | None) -> int:
 def forward(self: BoxRefiner, features: dict[str, torch.Tensor], boxes: torch.Tensor,
             batch_idx: torch.Tensor, *, margin: float | None = None,
             steps: int | None = None) -> RefinerOutput:
-    "Refine `boxes` [K, 4] of images `batch_idx`; with a `margin`, keep a step only if IoU rises."
+    "Refine `boxes` [K, 4] of images `batch_idx`; with a `margin`, keep a step every judge rates up."
     steps = _check_gate(self.steps if steps is None else steps, margin)
     current, features = boxes.float(), pooling_layout(features)
     x = self.pooled(features, current, batch_idx)
-    iou = self.predicted_iou(x)
+    judged = self.predicted_ious(x)
     kept = torch.zeros(len(boxes), dtype=torch.long, device=boxes.device)
-    outputs, ious = [], [iou]
+    outputs, verdicts = [], [judged]
     for step in range(steps):
         candidate = clamp_boxes(apply_deltas(current.detach(), self.deltas(x)))
         x_new = self.pooled(features, candidate, batch_idx)  # the next step's input, and its IoU
-        iou_new = self.predicted_iou(x_new)
+        judged_new = self.predicted_ious(x_new)
         if margin is None:           # training: every step, each with its own loss
-            current, x, iou = candidate, x_new, iou_new
+            current, x, judged = candidate, x_new, judged_new
             kept = kept + 1
         else:                        # only boxes that kept every step so far, and improve
-            take = (kept == step) & (iou_new >= iou + margin)
+            take = (kept == step) & ((judged_new - judged).amin(0) >= margin)
             current = torch.where(take[:, None], candidate, current)
             x = torch.where(take[:, None], x_new, x)
-            iou = torch.where(take, iou_new, iou)
+            judged = torch.where(take, judged_new, judged)
             kept = kept + take
         outputs.append(current)
-        ious.append(iou)
-    return RefinerOutput(outputs, ious, boxes, kept)
+        verdicts.append(judged)
+    return RefinerOutput(outputs, [v.mean(0) for v in verdicts], boxes, kept, verdicts)
 
 # %% ../nbs/05_model.ipynb #8a2d5685
 class RefinerLoss(NamedTuple):
@@ -189,14 +206,15 @@ class RefinerLoss(NamedTuple):
 
 def refiner_loss(output: RefinerOutput, target: torch.Tensor, *, quality_weight: float = 1.0,
                  **box_loss_kwargs) -> RefinerLoss:
-    "Mean over steps of `refinement_loss` + `quality_weight` × mean `quality_loss` of all IoUs."
+    "Mean over steps of `refinement_loss` + `quality_weight` × mean `quality_loss` of every judge."
     if not output.boxes:
         raise ValueError("the output has no steps: a refiner's loss needs at least one")
     if not (math.isfinite(quality_weight) and quality_weight >= 0):
         raise ValueError(f"quality_weight must be a finite number >= 0, got {quality_weight!r}")
     parts = [refinement_loss(o, target, **box_loss_kwargs) for o in output.boxes]
-    quality = [quality_loss(p, b, target) for p, b in zip(output.ious,
-                                                           [output.start, *output.boxes])]
+    quality = [quality_loss(p, b, target) for judged, b in zip(output.judged,
+                                                                [output.start, *output.boxes])
+               for p in judged]     # each judge learns alone: an ensemble, not one wider head
     q_loss = sum(q.loss for q in quality) / len(quality)
     box_loss = sum(p.loss for p in parts) / len(parts)
     return RefinerLoss(box_loss + quality_weight * q_loss, parts[-1], q_loss,

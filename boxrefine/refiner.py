@@ -34,8 +34,8 @@ from .engine import (finish_run, fit, load_checkpoint, make_loader, report_targe
                               resolve_device, resolve_precision, training_run)
 from .features import FEATURE_NAMES, HQSAMFeatures, cache_for, file_sha256, stored_names
 from .precompute import extract_with_cache, precompute
-from .model import (DEFAULT_GATE_MARGIN, BoxRefiner, RefinerOutput, pooling_layout,
-                             refiner_loss)
+from .model import (DEFAULT_GATE_MARGIN, BoxRefiner, RefinerOutput, one_judge_state,
+                             pooling_layout, refiner_loss)
 
 
 # %% auto #0
@@ -410,7 +410,7 @@ def check_model_shapes(cfg: TrainConfig, state: dict, *, interm_dim: int, source
     wrong = [f"{k}: config needs {want.get(k)}, weights have {got.get(k)}"
              for k in sorted(want.keys() | got.keys()) if want.get(k) != got.get(k)]
     missing = want.keys() - got.keys()
-    if missing and all(k.startswith('quality_head.') for k in missing) and got.keys() <= want.keys():
+    if missing and all(k.startswith('quality_heads.') for k in missing) and got.keys() <= want.keys():
         raise ValueError(f"{source}: this refiner was trained before the quality head (it has "
                          "no predicted IoU, so nothing can gate its steps): train it again")
     if wrong:
@@ -455,16 +455,19 @@ def load_run(run_dir, checkpoint: str = 'best.pt', *, device=None, cache_dir=Non
         raise ValueError(f"{path} is not a box-refiner checkpoint (a DETR run?)")
     try: cfg = TrainConfig.load(ck['config'])
     except ConfigError as e: raise ConfigError(f"{path}: its recorded config: {e}") from None
+    state = ck['model']
+    if any(k.startswith('quality_head.') for k in state):   # from before `judges`: it had one
+        state, cfg['model']['judges'] = one_judge_state(state), 1
     margin = read_gate(run_dir, checkpoint)
     if margin is not None: cfg['training']['gate_margin'] = margin    # calibrated for it
     with warnings.catch_warnings():
         warnings.filterwarnings('ignore', message='HQ-SAM .* is built WITHOUT')
         device = run_device(cfg, device)
         extractor = build_extractor(cfg, device)
-        check_model_shapes(cfg, ck['model'], interm_dim=extractor.interm_dim, source=path)
+        check_model_shapes(cfg, state, interm_dim=extractor.interm_dim, source=path)
         _, caches, model = build_refiner(cfg, verbose=False, device=device, extractor=extractor,
                                          cache_dir=run_cache_dir(run_dir, cfg, cache_dir))
-    model.load_state_dict(ck['model'])
+    model.load_state_dict(state)
     if extractor.random_init: print(RANDOM_RUN_WARNING.format(run=run_dir))
     return RefinerRun(model.eval(), extractor, caches['val'], cfg, path)
 
