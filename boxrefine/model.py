@@ -172,7 +172,7 @@ def _check_gate(steps: int, margin: float | None) -> int:
 def forward(self: BoxRefiner, features: dict[str, torch.Tensor], boxes: torch.Tensor,
             batch_idx: torch.Tensor, *, margin: float | None = None,
             steps: int | None = None) -> RefinerOutput:
-    "Refine `boxes` [K, 4] of images `batch_idx`; with a `margin`, keep a step every judge rates up."
+    "Refine `boxes` [K, 4] of images `batch_idx`; with `margin`, keep a step every judge rates up."
     steps = _check_gate(self.steps if steps is None else steps, margin)
     current, features = boxes.float(), pooling_layout(features)
     x = self.pooled(features, current, batch_idx)

@@ -410,7 +410,8 @@ def check_model_shapes(cfg: TrainConfig, state: dict, *, interm_dim: int, source
     wrong = [f"{k}: config needs {want.get(k)}, weights have {got.get(k)}"
              for k in sorted(want.keys() | got.keys()) if want.get(k) != got.get(k)]
     missing = want.keys() - got.keys()
-    if missing and all(k.startswith('quality_heads.') for k in missing) and got.keys() <= want.keys():
+    judges_only = all(k.startswith('quality_heads.') for k in missing)
+    if missing and judges_only and got.keys() <= want.keys():
         raise ValueError(f"{source}: this refiner was trained before the quality head (it has "
                          "no predicted IoU, so nothing can gate its steps): train it again")
     if wrong:
