@@ -14,12 +14,14 @@ order each round; ratios are medians of the ratios within each round):
    `vit_h`-shaped float16 outputs (image embedding 256x64x64, early ViT feature 64x64x1280), so that
    only decoding, the copy to the host and the writer threads remain; against `write`: the same number
    of same-size files written by as many threads with the cache's own atomic write (temporary file,
-   fsync, rename). Target: feed/write >= 0.8.
+   fsync, rename). Target: feed/write >= 0.8. Beside it, the CPU time an image costs in each
+   (decoding workers included) and the CPU's own limit: the cores over the feed's CPU per image.
 The last line: `feed/write = F, bf16/fp32 = S, img/s = N (device)`, with S the fused bf16 over the
 fused fp32 rate and N the rate of what precision 'auto' picks on the device (with fused attention).
 """
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import tempfile
@@ -145,6 +147,13 @@ def parallel_write(folder: Path, data: bytes, n: int, threads: int) -> float:
     return time.perf_counter() - start
 
 
+def cpu_seconds() -> float:
+    "CPU seconds (user + system) of this process, its threads and its finished children so far."
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def feed_part(args, tmp: Path) -> dict:
     "MB/s of the feed (stand-in encoder) and of the parallel write of the same bytes, per round."
     paths = make_images(tmp / 'feed_images', args.feed_images, size=(1024, 768), seed=1)
@@ -152,10 +161,11 @@ def feed_part(args, tmp: Path) -> dict:
     probe = FeatureCache(tmp / 'probe', 'vit_h-standin', 'bench', channel_axes=CHANNEL_AXES)
     size = ex.entry_bytes(probe)
     data = bytes(np.random.default_rng(0).integers(0, 256, size, dtype=np.uint8))
-    rates, shares = {'write': [], 'feed': []}, []
+    rates, cpu = {'write': [], 'feed': []}, {'write': [], 'feed': []}
     for r in range(args.rounds_feed):
         for phase in ('write', 'feed'):
             folder = tmp / f'{phase}{r}'
+            cpu0 = cpu_seconds()
             if phase == 'write':
                 s = parallel_write(folder, data, len(paths), args.writers)
             else:
@@ -166,11 +176,12 @@ def feed_part(args, tmp: Path) -> dict:
                 assert cache.stats.bytes_written == size * len(paths), (cache.stats, size)
                 s = got['seconds']
             rates[phase].append(size * len(paths) / s / 1e6)
+            cpu[phase].append((cpu_seconds() - cpu0) / len(paths))   # the decoders included
             shutil.rmtree(folder)
         print(f"round {r + 1}: write {rates['write'][-1]:,.0f} MB/s, "
               f"feed {rates['feed'][-1]:,.0f} MB/s ({len(paths)} entries of "
               f"{size / 2**20:.2f} MiB)")
-    return {'rates': rates, 'entry_bytes': size}
+    return {'rates': rates, 'cpu': cpu, 'entry_bytes': size}
 
 
 def main():
@@ -220,6 +231,14 @@ def main():
         print(f"median MB/s: write {med(feed['rates']['write']):,.0f}, "
               f"feed {med(feed['rates']['feed']):,.0f} "
               f"({med(feed['rates']['feed']) * 1e6 / feed['entry_bytes']:.1f} img/s)")
+        # the CPU's limit: the feed cannot run faster than the cores divided by its CPU per image
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
+        feed_cpu, write_cpu = med(feed['cpu']['feed']), med(feed['cpu']['write'])
+        write_img_s = med(feed['rates']['write']) * 1e6 / feed['entry_bytes']
+        print(f"CPU per image: feed {feed_cpu * 1e3:.1f} ms (decode, normalise, checksum, write), "
+              f"the write alone {write_cpu * 1e3:.1f} ms; on {cores} cores the feed can reach at "
+              f"most {cores / feed_cpu:.0f} img/s = {cores / feed_cpu / write_img_s:.2f}x the "
+              f"median write ({write_img_s:.0f} img/s)")
         print(f"feed/write = {f:.2f}, bf16/fp32 = {ratio:.2f}, img/s = {n:.3g} ({auto}, {device})")
 
 
