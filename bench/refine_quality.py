@@ -89,7 +89,7 @@ def show_ap(name: str, row: dict):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--run', default='boxrefine_demo')
-    ap.add_argument('--epochs', type=int, default=60)
+    ap.add_argument('--epochs', type=int, default=90)
     ap.add_argument('--seed', type=int, default=0, help="the demo's seed (a new run only)")
     args = ap.parse_args()
     run_dir = Path(args.run)

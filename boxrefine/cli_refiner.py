@@ -85,7 +85,7 @@ def _demo_command(p):
                    help='synthetic training images (default: %(default)s)')
     p.add_argument('--val-images', type=positive_int, default=16, metavar='N',
                    help='synthetic validation images (default: %(default)s)')
-    p.add_argument('--epochs', type=positive_int, default=60,
+    p.add_argument('--epochs', type=positive_int, default=90,
                    help='training epochs (default: %(default)s)')
     p.add_argument('--seed', type=int, default=0,
                    help='seed of the dataset, the encoder and training (default: %(default)s)')

@@ -68,7 +68,7 @@ class DataSection(_Section):
     val_img: PathStr | None = None
     sample_ratio: Annotated[Num, Field(gt=0, le=1)] = 1.0
     noise_scale: NonNeg = 0.4
-    good_share: Annotated[Num, Field(ge=0, le=1)] = 0.0    # extra training boxes at IoU >= 0.95
+    good_share: Annotated[Num, Field(ge=0, le=1)] = 0.1    # extra training boxes at IoU >= 0.95
     max_images: PositiveInt | None = None
 
 # %% ../nbs/06_config.ipynb #c8a93962
@@ -86,6 +86,8 @@ class TrainingSection(_Section):
     l1_weight: NonNeg = 1.0
     iou_weight: NonNeg = 2.0
     quality_weight: NonNeg = 1.0     # the quality head's loss (predicted against true IoU)
+    edge_weight: NonNeg = 1.0        # the edge head's loss (where each edge strip puts its edge)
+    colour_jitter: Bool = True       # training thumbnails in shuffled, rescaled colours
     gate_margin: Annotated[Num, Field(ge=-1, le=1)] = 0.005   # a kept step raises predicted IoU
 
 class HQSAMSection(_Section):
@@ -106,6 +108,7 @@ class ModelSection(_Section):
     use_interm: Bool = True
     use_pixels: Bool = True
     judges: PositiveInt = 3       # quality heads; a step is kept only if every one rates it up
+    use_edges: Bool = True        # strips across the box's edges, read from the thumbnail
 
 # %% ../nbs/06_config.ipynb #d154371b
 class FeatureCacheSection(_Section):

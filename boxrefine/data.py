@@ -28,8 +28,8 @@ from fastcore.basics import patch
 # %% auto #0
 __all__ = ['SHAPE_CATEGORIES', 'SHAPE_KINDS', 'Id', 'Size', 'Coord', 'BBox', 'GOOD_IOU', 'GOOD_NOISE', 'make_shapes_dataset',
            'CocoImage', 'CocoAnnotation', 'CocoCategory', 'CocoFile', 'CocoFormatError', 'coco_problem', 'check_coco',
-           'read_coco', 'read_json', 'image_header_size', 'load_coco_boxes', 'BoxRefinementDataset', 'collate_boxes',
-           'EpochBatches', 'FeatureBatches', 'release_batch']
+           'read_coco', 'read_json', 'image_header_size', 'load_coco_boxes', 'BoxRefinementDataset', 'jitter_colours',
+           'collate_boxes', 'EpochBatches', 'FeatureBatches', 'release_batch']
 
 # %% ../nbs/04_data.ipynb #0ceea058
 SHAPE_CATEGORIES = [{'id': 1, 'name': 'ellipse'}, {'id': 2, 'name': 'rectangle'},
@@ -426,6 +426,18 @@ class BoxRefinementDataset(Dataset):
         return {'image_id': r['image_id'], 'file': str(r['file']), 'size': r['size'],
                 'boxes': r['boxes'], 'noisy': noisy}
 
+# %% ../nbs/04_data.ipynb #829f4900
+def jitter_colours(thumbnail: torch.Tensor, *, seed: int, epoch: int, ids) -> torch.Tensor:
+    "Thumbnails [B, 3, H, W] (0–255) in seeded random colours: a draw per image id and epoch."
+    t = thumbnail.float() / 255
+    draws = [torch.Generator().manual_seed(_mix(seed, epoch, int(i)) % 2 ** 63) for i in ids]
+    order = torch.stack([torch.randperm(3, generator=g) for g in draws]).to(t.device)
+    gain = torch.stack([0.7 + 0.6 * torch.rand(3, generator=g) for g in draws]).to(t)
+    shift = torch.stack([0.3 * torch.rand(3, generator=g) - 0.15 for g in draws]).to(t)
+    t = torch.gather(t, 1, order[:, :, None, None].expand_as(t))
+    t = (t - 0.5) * gain[:, :, None, None] + 0.5 + shift[:, :, None, None]
+    return t.clamp(0, 1) * 255
+
 # %% ../nbs/04_data.ipynb #c4d080cf
 def collate_boxes(items: list[dict]) -> dict:
     "A batch: per-image lists, and all boxes concatenated with `batch_idx` (roi_align's layout)."
@@ -501,7 +513,7 @@ def __getitem__(self: FeatureBatches, item: tuple[int, list[int]]) -> dict:
     batch['features'], batch['missing'] = self.cache.read_batch(
         keys, self.layout, shared=get_worker_info() is not None, threads=self.reads_in_flight,
         out=buffers)
-    batch.update(keys=keys, slot=slot, busy=self.busy)
+    batch.update(keys=keys, slot=slot, busy=self.busy, epoch=epoch)
     batch['cache_stats'] = {k: v for k, v in self.cache.stats.as_dict().items() if k != 'hit_rate'}
     self.cache.stats.reset()
     return batch

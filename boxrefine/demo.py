@@ -31,7 +31,7 @@ __all__ = ['DEMO_EXPECT', 'ABLATION_VARIANTS', 'demo_config', 'run_demo', 'demo_
            'input_ablation', 'format_ablation', 'add_ablation']
 
 # %% ../nbs/16_demo.ipynb #1acd9e6b
-def demo_config(out_dir, *, epochs: int = 60, seed: int = 0) -> TrainConfig:
+def demo_config(out_dir, *, epochs: int = 90, seed: int = 0) -> TrainConfig:
     "The demo's configuration; its data (made by `run_demo`) is in `out_dir/data`."
     out, data = Path(out_dir), Path(out_dir) / 'data'
     return TrainConfig.load({
@@ -51,7 +51,7 @@ DEMO_EXPECT = ("demo: what to expect: the refiner starts as the identity and kee
                "rises as the head learns; each epoch prints one line (loss, val_refined_iou, "
                "speed), {epochs} epochs in all")
 
-def run_demo(out_dir='boxrefine_demo', n_train: int = 48, n_val: int = 16, epochs: int = 60,
+def run_demo(out_dir='boxrefine_demo', n_train: int = 48, n_val: int = 16, epochs: int = 90,
              seed: int = 0, progress: bool = True, calibrate: bool = True) -> dict:
     "A shapes dataset, a refiner trained on random-init vit_tiny features, its gate; the report."
     make_shapes_dataset(Path(out_dir) / 'data', n_train, n_val, seed=seed)

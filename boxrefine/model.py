@@ -11,6 +11,7 @@ from typing import NamedTuple
 import torch
 from fastcore.basics import patch
 from torch import nn
+from torch.nn import functional as F
 from torchvision.ops import roi_align
 
 from .boxes import clamp_boxes, convert_boxes, paired_iou
@@ -18,8 +19,9 @@ from .features import THUMB_STRIDE, feature_grid_boxes
 from .losses import LossParts, quality_loss, refinement_loss
 
 # %% auto #0
-__all__ = ['OWN_VERDICT_DIM', 'GRID_STRIDE', 'DEFAULT_GATE_MARGIN', 'apply_deltas', 'boxes_to_deltas', 'expand_boxes',
-           'BoxRefiner', 'one_judge_state', 'pooling_layout', 'RefinerOutput', 'RefinerLoss', 'refiner_loss']
+__all__ = ['OWN_VERDICT_DIM', 'EDGE_ACROSS', 'EDGE_ALONG', 'EDGE_SAMPLES', 'EDGE_DIM', 'GRID_STRIDE', 'DEFAULT_GATE_MARGIN',
+           'apply_deltas', 'boxes_to_deltas', 'expand_boxes', 'BoxRefiner', 'one_judge_state', 'edge_offsets',
+           'edge_strip_boxes', 'pooling_layout', 'RefinerOutput', 'edge_loss', 'RefinerLoss', 'refiner_loss']
 
 # %% ../nbs/05_model.ipynb #06eff532
 def apply_deltas(boxes: torch.Tensor, deltas: torch.Tensor,
@@ -43,26 +45,40 @@ def expand_boxes(boxes: torch.Tensor, factor: float) -> torch.Tensor:
 
 # %% ../nbs/05_model.ipynb #f5fb79fa
 OWN_VERDICT_DIM = 5  # the delta head's correction (4) and the IoU it implies (1)
+EDGE_ACROSS = 0.25   # an edge strip reaches this far (× box size) to each side of its edge
+EDGE_ALONG = 0.1     # and this far past the box's corners, along the edge
+EDGE_SAMPLES = (8, 16)                                     # samples along × across a strip
+EDGE_DIM = 16 * (EDGE_SAMPLES[0] // 2) * (EDGE_SAMPLES[1] // 2)   # the edge net's output a strip
 
 class BoxRefiner(nn.Module):
     "Iterative box refinement on HQ-SAM features, with a head that predicts each box's IoU."
     def __init__(self, embed_dim: int = 256, interm_dim: int = 160, steps: int = 3, pool: int = 7,
                  context: float = 2.0, hidden: int = 256, use_interm: bool = True,
                  use_pixels: bool = True, pixel_pool: int = 16, quality_hidden: int = 128,
-                 judges: int = 3):
+                 judges: int = 3, use_edges: bool = True):
         super().__init__()
         if isinstance(judges, bool) or not isinstance(judges, int) or judges < 1:
             raise ValueError(f"judges must be an integer >= 1, got {judges!r}")
         self.steps, self.pool, self.context, self.pixel_pool = steps, pool, context, pixel_pool
         self.use_interm, self.use_pixels = use_interm, use_pixels
+        self.use_edges = use_edges and use_pixels      # the strips are read from the thumbnail
         self.embed_proj = nn.Sequential(nn.Conv2d(embed_dim, 64, 1), nn.ReLU())
         self.interm_proj = (nn.Sequential(nn.Conv2d(interm_dim, 32, 1), nn.ReLU())
                             if use_interm else None)
         self.pixel_net = nn.Sequential(
             nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(),
             nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU()) if use_pixels else None
+        # four strips across the box's edges (`edge_features`), one small net for all four, and
+        # a head that says from each strip alone where the true edge is (`predicted_edges`)
+        self.edge_net = nn.Sequential(
+            nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(16, 16, 3, stride=2, padding=1), nn.ReLU()) if self.use_edges else None
+        self.edge_head = (nn.Sequential(nn.Linear(EDGE_DIM, 64), nn.ReLU(), nn.Linear(64, 1))
+                          if self.use_edges else None)
+        n_edges = 4 * EDGE_DIM if self.use_edges else 0
         n_in = (64 * pool * pool + (32 * pool * pool if use_interm else 0)
-                + (32 * (pixel_pool // 2) ** 2 if use_pixels else 0) + 4)
+                + (32 * (pixel_pool // 2) ** 2 if use_pixels else 0) + n_edges + 4)
+        self.edge_columns = slice(n_in - 4 - n_edges, n_in - 4)   # where `pooled` puts them
         self.head = nn.Sequential(nn.Linear(n_in, hidden), nn.ReLU(), nn.Linear(hidden, hidden),
                                   nn.ReLU(), nn.Linear(hidden, 4))
         # starts as the identity refinement
@@ -91,6 +107,49 @@ _ROI = dict(spatial_scale=1.0, sampling_ratio=2, aligned=True)   # RoIAlign on t
 def _rois(boxes: torch.Tensor, batch_idx: torch.Tensor) -> torch.Tensor:
     return torch.cat([batch_idx.to(boxes).unsqueeze(1), boxes], 1)
 
+# %% ../nbs/05_model.ipynb #61f3abda
+def edge_offsets(boxes: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    "How far each edge (left, right, top, bottom) of `targets` lies outside `boxes`', × box size."
+    x0, y0, x1, y1 = boxes.unbind(-1)
+    u0, v0, u1, v1 = targets.unbind(-1)
+    w, h = (x1 - x0).clamp(min=1e-6), (y1 - y0).clamp(min=1e-6)
+    return torch.stack([(x0 - u0) / w, (u1 - x1) / w, (y0 - v0) / h, (v1 - y1) / h], -1)
+
+def edge_strip_boxes(boxes: torch.Tensor) -> list[torch.Tensor]:
+    "The four strips [K, 4] (left, right, top, bottom) across the edges of `xyxy` boxes."
+    x0, y0, x1, y1 = boxes.unbind(-1)
+    a, b = EDGE_ACROSS, EDGE_ALONG
+    w, h = x1 - x0, y1 - y0
+    across_x = lambda x: (x - a * w, y0 - b * h, x + a * w, y1 + b * h)   # a vertical edge at x
+    across_y = lambda y: (x0 - b * w, y - a * h, x1 + b * w, y + a * h)   # a horizontal one at y
+    sides = (across_x(x0), across_x(x1), across_y(y0), across_y(y1))
+    return [torch.stack(side, -1) for side in sides]
+
+# %% ../nbs/05_model.ipynb #bf713aee
+@patch
+def edge_features(self: BoxRefiner, features: dict[str, torch.Tensor], boxes: torch.Tensor,
+                  batch_idx: torch.Tensor) -> torch.Tensor:
+    "The edge net on the four strips across the edges of `boxes` [K, 4]: [K, 4 × EDGE_DIM]."
+    pixels = features['thumbnail'].to(features['image_embedding'].dtype) / 255 - 0.5
+    sizes = features['original_size'][batch_idx]
+    along, across = EDGE_SAMPLES
+    strips = []
+    for side, strip in enumerate(edge_strip_boxes(boxes)):
+        rois = _rois(feature_grid_boxes(strip, sizes), batch_idx).to(pixels.dtype)
+        vertical = side < 2                      # left and right: x across, y along
+        size = (along, across) if vertical else (across, along)
+        s = roi_align(pixels, rois, size, **{**_ROI, 'spatial_scale': GRID_STRIDE / THUMB_STRIDE})
+        s = s if vertical else s.transpose(2, 3)
+        strips.append(s.flip(3) if side % 2 else s)   # the outside first, on every side
+    out = self.edge_net(torch.cat(strips))                  # [4K, 16, along / 2, across / 2]
+    return out.reshape(4, len(boxes), -1).transpose(0, 1).flatten(1)
+
+@patch
+def predicted_edges(self: BoxRefiner, pooled: torch.Tensor) -> torch.Tensor:
+    "Where each strip says its true edge is [K, 4], as `edge_offsets` measures it."
+    strips = pooled[:, self.edge_columns].reshape(len(pooled), 4, EDGE_DIM)
+    return self.edge_head(strips).squeeze(-1).float() * EDGE_ACROSS
+
 # %% ../nbs/05_model.ipynb #b88e3847
 @patch
 def pooled(self: BoxRefiner, features: dict[str, torch.Tensor], boxes: torch.Tensor,
@@ -111,6 +170,7 @@ def pooled(self: BoxRefiner, features: dict[str, torch.Tensor], boxes: torch.Ten
         pooled = roi_align(pixels, rois, self.pixel_pool,
                            **{**_ROI, 'spatial_scale': GRID_STRIDE / THUMB_STRIDE})
         parts.append(self.pixel_net(pooled).flatten(1))
+    if self.use_edges: parts.append(self.edge_features(features, boxes, batch_idx).to(dtype))
     parts.append(boxes.to(dtype))
     return torch.cat(parts, 1)
 
@@ -138,7 +198,11 @@ def own_verdict(self: BoxRefiner, pooled: torch.Tensor) -> torch.Tensor:
 @patch
 def predicted_ious(self: BoxRefiner, pooled: torch.Tensor) -> torch.Tensor:
     "Each judge's predicted IoU [J, K] in [0, 1] of the boxes `pooled` came from with the truth."
-    judged = torch.cat([self.own_verdict(pooled).to(pooled.dtype), pooled.detach()], 1)
+    seen = pooled.detach()
+    if self.use_edges:   # the judges' loss also teaches the edge net (and only it)
+        a, b = self.edge_columns.start, self.edge_columns.stop
+        seen = torch.cat([seen[:, :a], pooled[:, a:b], seen[:, b:]], 1)
+    judged = torch.cat([self.own_verdict(pooled).to(pooled.dtype), seen], 1)
     return torch.sigmoid(torch.cat([h(judged) for h in self.quality_heads], 1).float()).T
 
 @patch
@@ -156,6 +220,7 @@ class RefinerOutput(NamedTuple):
     start: torch.Tensor
     kept: torch.Tensor
     judged: list[torch.Tensor]     # (S+1) × [J, K]: what each judge said
+    edges: list[torch.Tensor] | None = None   # (S+1) × [K, 4]: `predicted_edges`, if it has them
 
 def _check_gate(steps: int, margin: float | None) -> int:
     "`steps` if it is a count of steps and `margin` None or a finite number; else a clear error."
@@ -179,6 +244,7 @@ def forward(self: BoxRefiner, features: dict[str, torch.Tensor], boxes: torch.Te
     judged = self.predicted_ious(x)
     kept = torch.zeros(len(boxes), dtype=torch.long, device=boxes.device)
     outputs, verdicts = [], [judged]
+    edges = [self.predicted_edges(x)] if self.use_edges else None
     for step in range(steps):
         candidate = clamp_boxes(apply_deltas(current.detach(), self.deltas(x)))
         x_new = self.pooled(features, candidate, batch_idx)  # the next step's input, and its IoU
@@ -194,9 +260,15 @@ def forward(self: BoxRefiner, features: dict[str, torch.Tensor], boxes: torch.Te
             kept = kept + take
         outputs.append(current)
         verdicts.append(judged)
-    return RefinerOutput(outputs, [v.mean(0) for v in verdicts], boxes, kept, verdicts)
+        if edges is not None: edges.append(self.predicted_edges(x))
+    return RefinerOutput(outputs, [v.mean(0) for v in verdicts], boxes, kept, verdicts, edges)
 
 # %% ../nbs/05_model.ipynb #8a2d5685
+def edge_loss(pred: torch.Tensor, boxes: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    "Smooth L1 of `predicted_edges` from the true `edge_offsets` (as far as a strip reaches)."
+    true = edge_offsets(boxes.detach().float(), target.float()).clamp(-EDGE_ACROSS, EDGE_ACROSS)
+    return F.smooth_l1_loss(pred.float(), true, beta=0.02)
+
 class RefinerLoss(NamedTuple):
     "The total loss, the last step's box-loss parts, the quality loss and mean |IoU error|."
     loss: torch.Tensor
@@ -205,17 +277,22 @@ class RefinerLoss(NamedTuple):
     quality_error: torch.Tensor
 
 def refiner_loss(output: RefinerOutput, target: torch.Tensor, *, quality_weight: float = 1.0,
-                 **box_loss_kwargs) -> RefinerLoss:
-    "Mean over steps of `refinement_loss` + `quality_weight` × mean `quality_loss` of every judge."
+                 edge_weight: float = 1.0, **box_loss_kwargs) -> RefinerLoss:
+    "Mean over steps of `refinement_loss`, + weighted mean `quality_loss` and `edge_loss`."
     if not output.boxes:
         raise ValueError("the output has no steps: a refiner's loss needs at least one")
-    if not (math.isfinite(quality_weight) and quality_weight >= 0):
-        raise ValueError(f"quality_weight must be a finite number >= 0, got {quality_weight!r}")
+    for name, w in (('quality_weight', quality_weight), ('edge_weight', edge_weight)):
+        if not (math.isfinite(w) and w >= 0):
+            raise ValueError(f"{name} must be a finite number >= 0, got {w!r}")
     parts = [refinement_loss(o, target, **box_loss_kwargs) for o in output.boxes]
     quality = [quality_loss(p, b, target) for judged, b in zip(output.judged,
                                                                 [output.start, *output.boxes])
                for p in judged]     # each judge learns alone: an ensemble, not one wider head
     q_loss = sum(q.loss for q in quality) / len(quality)
     box_loss = sum(p.loss for p in parts) / len(parts)
+    if output.edges:     # every box the strips looked at: the input, then each step's
+        looked = [output.start, *output.boxes]
+        box_loss = box_loss + edge_weight * sum(
+            edge_loss(e, b, target) for e, b in zip(output.edges, looked)) / len(output.edges)
     return RefinerLoss(box_loss + quality_weight * q_loss, parts[-1], q_loss,
                        sum(q.error for q in quality) / len(quality))

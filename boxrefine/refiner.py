@@ -25,7 +25,7 @@ from .cache import CacheStats, content_keys, dequantize
 from .cachecheck import detect_caches
 from .config import ConfigError, TrainConfig
 from .data import (BoxRefinementDataset, EpochBatches, FeatureBatches, image_header_size,
-                            read_json, release_batch)
+                            jitter_colours, read_json, release_batch)
 from .dist import (DistContext, barrier, gather_objects, is_main, reduce_sums,
                             shard_items, wrap_ddp)
 from .evaluate import (IOU_BUCKETS, bucket_label, bucket_sums, bucket_table,
@@ -53,10 +53,12 @@ class RefinerTask:
     "The refiner, its loss and validation on `FeatureBatches` (read by the loader's workers)."
     def __init__(self, model, extractor, caches: dict, *, device='cpu',
                  loss_kwargs: dict | None = None, val_loader=None, names=FEATURE_NAMES,
-                 gate_margin: float = DEFAULT_GATE_MARGIN):
+                 gate_margin: float = DEFAULT_GATE_MARGIN, colour_jitter: bool = False,
+                 jitter_seed: int = 0):
         self.model, self.extractor, self.caches, self.names = model, extractor, caches, names
         self.device, self.val_loader = torch.device(device), val_loader
         self.loss_kwargs, self.gate_margin = loss_kwargs or {}, gate_margin
+        self.colour_jitter, self.jitter_seed = colour_jitter, jitter_seed
         self.stats = {split: CacheStats() for split in caches}
         self._mapped, self._pending = {}, []
 
@@ -112,7 +114,12 @@ def refine(self: RefinerTask, batch: dict, split: str, *, margin: float | None =
            steps: int | None = None) -> RefinerOutput:
     "The model's output for a batch of `split`: boxes after each step, predicted IoUs, steps kept."
     to = lambda t: t.to(self.device, non_blocking=True)
-    return self.model(self.features(batch, split), to(batch['noisy']), to(batch['batch_idx']),
+    features = self.features(batch, split)
+    if split == 'train' and self.colour_jitter:
+        jittered = jitter_colours(features['thumbnail'], seed=self.jitter_seed,
+                                  epoch=batch['epoch'], ids=batch['image_id'])
+        features = {**features, 'thumbnail': jittered}
+    return self.model(features, to(batch['noisy']), to(batch['batch_idx']),
                       margin=margin, steps=steps)
 
 @patch
@@ -274,8 +281,9 @@ def refiner_datasets(cfg: TrainConfig, verbose: bool = True) -> dict:
 def task_settings(cfg: TrainConfig) -> dict:
     "`RefinerTask`'s loss weights and gate margin, as the config's training section sets them."
     t = cfg['training']
-    return {'loss_kwargs': {k: t[k] for k in ('l1_weight', 'iou_weight', 'quality_weight')},
-            'gate_margin': t['gate_margin']}
+    weights = ('l1_weight', 'iou_weight', 'quality_weight', 'edge_weight')
+    return {'loss_kwargs': {k: t[k] for k in weights}, 'gate_margin': t['gate_margin'],
+            'colour_jitter': t['colour_jitter'], 'jitter_seed': t['seed']}
 
 def _refiner_task(cfg: TrainConfig, ctx: DistContext, *, model, extractor, caches: dict,
                   datasets: dict, prep: dict, names) -> tuple[RefinerTask, DataLoader]:
@@ -459,6 +467,8 @@ def load_run(run_dir, checkpoint: str = 'best.pt', *, device=None, cache_dir=Non
     state = ck['model']
     if any(k.startswith('quality_head.') for k in state):   # from before `judges`: it had one
         state, cfg['model']['judges'] = one_judge_state(state), 1
+    if not any(k.startswith('edge_net.') for k in state):   # from before the edge strips
+        cfg['model']['use_edges'] = False
     margin = read_gate(run_dir, checkpoint)
     if margin is not None: cfg['training']['gate_margin'] = margin    # calibrated for it
     with warnings.catch_warnings():
