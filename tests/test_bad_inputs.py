@@ -40,7 +40,8 @@ def boxrefine(*args, cwd=None):
      "optimization.feature_cache.storage_dtype: must be one of 'float16', 'bfloat16', 'float32' or "
      "'int8' (got 'int4')"),
     ('training:\n  batch_sise: 4\n',
-     "unknown config key 'training.batch_sise'; valid keys here: batch_size, feature_batch_size"),
+     "unknown config key 'training.batch_sise'; valid keys here: batch_size, colour_jitter, "
+     "edge_weight, feature_batch_size"),
     ('training: 3\n', "config key 'training' must be a section (a mapping), got 3"),
     ('- training\n', 'a config must be a mapping of sections (got list)'),
 ])
