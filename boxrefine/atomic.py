@@ -11,14 +11,25 @@ import json
 import os
 import re
 import shutil
+import tempfile
 import time
 import uuid
+from multiprocessing.util import Finalize
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['ORPHAN_MIN_AGE', 'READ_ONLY_ERRNOS', 'DiskFullError', 'total_bytes', 'atomic_write_parts', 'atomic_write_bytes',
-           'atomic_write_text', 'atomic_write_json', 'temp_writer', 'pid_alive', 'orphaned_temp', 'remove_dead_temp',
-           'NotWritableError', 'check_writable']
+__all__ = ['ORPHAN_MIN_AGE', 'READ_ONLY_ERRNOS', 'scratch_dir', 'DiskFullError', 'total_bytes', 'atomic_write_parts',
+           'atomic_write_bytes', 'atomic_write_text', 'atomic_write_json', 'temp_writer', 'pid_alive', 'orphaned_temp',
+           'remove_dead_temp', 'NotWritableError', 'check_writable']
+
+# %% ../nbs/01a_atomic.ipynb #dfa4252f
+def scratch_dir(prefix: str = 'boxrefine-') -> Path:
+    "A new temporary folder, removed when this process ends (a script, a kernel, a pool's worker)."
+    path, owner = Path(tempfile.mkdtemp(prefix=prefix)), os.getpid()
+    def remove():
+        if os.getpid() == owner: shutil.rmtree(path, ignore_errors=True)
+    Finalize(None, remove, exitpriority=0)
+    return path
 
 # %% ../nbs/01a_atomic.ipynb #ddf4ec18
 class DiskFullError(OSError):

@@ -6,13 +6,12 @@
 from __future__ import annotations
 
 import copy
-import tempfile
 import warnings
 from pathlib import Path
 
 import torch
 
-from .atomic import atomic_write_json
+from .atomic import atomic_write_json, scratch_dir
 from .config import TrainConfig
 from .data import FeatureBatches, make_shapes_dataset, read_coco, read_json
 from .dist import is_main
@@ -173,7 +172,7 @@ def input_ablation(run_dir, *, epochs: int | None = None, checkpoint: str = 'bes
         extractor = HQSAMFeatures(h['model_type'], h['checkpoint'], seed=h['seed'],
                                   device=run_device(cfg, None),
                                   allow_random_init=h['allow_random_init'])
-    cache_dir = fc['cache_dir'] if fc['enabled'] else tempfile.mkdtemp(prefix='boxrefine-features-')
+    cache_dir = fc['cache_dir'] if fc['enabled'] else scratch_dir(prefix='boxrefine-features-')
     rows = {}
     for name, use_interm, use_pixels in ABLATION_VARIANTS:
         if progress: print(f"ablation: {name}")

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import copy
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .boxes import clamp_boxes, denormalize, normalize, paired_iou
-from .atomic import atomic_write_json, remove_dead_temp
+from .atomic import atomic_write_json, remove_dead_temp, scratch_dir
 from .cache import CacheStats, content_keys, dequantize
 from .cachecheck import detect_caches
 from .config import ConfigError, TrainConfig
@@ -228,7 +227,7 @@ def build_refiner(cfg: TrainConfig, clear_cache: bool = False, verbose: bool = T
     extractor = extractor or build_extractor(cfg, device)
     names, dtype = stored_names(m['use_interm']), getattr(torch, fc['storage_dtype'])
     if cache_dir is None:
-        cache_dir = fc['cache_dir'] if fc['enabled'] else tempfile.mkdtemp(prefix='boxrefine-features-')
+        cache_dir = fc['cache_dir'] if fc['enabled'] else scratch_dir(prefix='boxrefine-features-')
     caches = {s: cache_for(extractor, cache_dir, s, dtype, names) for s in ('train', 'val')}
     if fc['auto_detect'] and verbose and is_main():
         _print_found(cache_dir, caches['train'].fingerprint)
