@@ -50,7 +50,8 @@ def _rows(pics: dict, refined: dict, quality: dict, names: dict, files: dict) ->
             rows.append({'annotation_id': a['id'], 'image_id': image_id,
                          'file_name': str(Path(path).relative_to(files['root'])),
                          'category_id': a['category_id'], 'category': names.get(a['category_id']),
-                         'bbox': a['bbox'], 'iou_pred': round(q['input_iou_pred'][k].item(), 4),
+                         'bbox': a['bbox'], 'iou_pred': round(q['audit_iou_pred'][k].item(), 4),
+                         'judged_iou_pred': round(q['input_iou_pred'][k].item(), 4),
                          'suggested_bbox': [round(v, 2) for v in convert_boxes(
                              got[k].double(), 'xyxy', 'xywh').tolist()],
                          'suggested_iou_pred': round(q['iou_pred'][k].item(), 4),

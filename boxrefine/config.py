@@ -109,6 +109,7 @@ class ModelSection(_Section):
     use_pixels: Bool = True
     judges: PositiveInt = 3       # quality heads; a step is kept only if every one rates it up
     use_edges: Bool = True        # strips across the box's edges, read from the thumbnail
+    audit_head: Bool = True       # a judge for `boxrefine audit`, trained on wrong labels too
 
 # %% ../nbs/06_config.ipynb #d154371b
 class FeatureCacheSection(_Section):

@@ -26,10 +26,11 @@ from .features import pil_open
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['SHAPE_CATEGORIES', 'SHAPE_KINDS', 'Id', 'Size', 'Coord', 'BBox', 'GOOD_IOU', 'GOOD_NOISE', 'make_shapes_dataset',
-           'CocoImage', 'CocoAnnotation', 'CocoCategory', 'CocoFile', 'CocoFormatError', 'coco_problem', 'check_coco',
-           'read_coco', 'read_json', 'image_header_size', 'load_coco_boxes', 'BoxRefinementDataset', 'jitter_colours',
-           'collate_boxes', 'EpochBatches', 'FeatureBatches', 'release_batch']
+__all__ = ['SHAPE_CATEGORIES', 'SHAPE_KINDS', 'Id', 'Size', 'Coord', 'BBox', 'GOOD_IOU', 'GOOD_NOISE', 'DISPLACE_SHIFT',
+           'DISPLACE_SCALE', 'make_shapes_dataset', 'CocoImage', 'CocoAnnotation', 'CocoCategory', 'CocoFile',
+           'CocoFormatError', 'coco_problem', 'check_coco', 'read_coco', 'read_json', 'image_header_size',
+           'load_coco_boxes', 'BoxRefinementDataset', 'jitter_colours', 'displaced_boxes', 'collate_boxes',
+           'EpochBatches', 'FeatureBatches', 'release_batch']
 
 # %% ../nbs/04_data.ipynb #0ceea058
 SHAPE_CATEGORIES = [{'id': 1, 'name': 'ellipse'}, {'id': 2, 'name': 'rectangle'},
@@ -437,6 +438,23 @@ def jitter_colours(thumbnail: torch.Tensor, *, seed: int, epoch: int, ids) -> to
     t = torch.gather(t, 1, order[:, :, None, None].expand_as(t))
     t = (t - 0.5) * gain[:, :, None, None] + 0.5 + shift[:, :, None, None]
     return t.clamp(0, 1) * 255
+
+# %% ../nbs/04_data.ipynb #2aeb6ad9
+DISPLACE_SHIFT = (0.15, 0.5)   # a displaced box's centre moves this share of its size, per axis
+DISPLACE_SCALE = 0.2           # and its width and height change by up to this share
+
+def displaced_boxes(boxes: torch.Tensor, *, seed: int, epoch: int, ids) -> torch.Tensor:
+    "`xyxy` boxes [K, 4] moved like a wrong label: a seeded draw per epoch and batch of image ids."
+    g = torch.Generator().manual_seed(_mix(seed, epoch, *map(int, ids)) % 2 ** 63)
+    k, (lo, hi) = len(boxes), DISPLACE_SHIFT
+    sign = torch.where(torch.rand(k, 2, generator=g) < 0.5, -1.0, 1.0)
+    shift = (lo + (hi - lo) * torch.rand(k, 2, generator=g)) * sign
+    scale = 1 + DISPLACE_SCALE * (2 * torch.rand(k, 2, generator=g) - 1)
+    b = boxes.float().cpu()
+    size = b[:, 2:] - b[:, :2]
+    centre = (b[:, :2] + b[:, 2:]) / 2 + shift * size
+    half = size * scale / 2
+    return torch.cat([centre - half, centre + half], 1).to(boxes)
 
 # %% ../nbs/04_data.ipynb #c4d080cf
 def collate_boxes(items: list[dict]) -> dict:

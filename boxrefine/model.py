@@ -55,7 +55,7 @@ class BoxRefiner(nn.Module):
     def __init__(self, embed_dim: int = 256, interm_dim: int = 160, steps: int = 3, pool: int = 7,
                  context: float = 2.0, hidden: int = 256, use_interm: bool = True,
                  use_pixels: bool = True, pixel_pool: int = 16, quality_hidden: int = 128,
-                 judges: int = 3, use_edges: bool = True):
+                 judges: int = 3, use_edges: bool = True, audit_head: bool = True):
         super().__init__()
         if isinstance(judges, bool) or not isinstance(judges, int) or judges < 1:
             raise ValueError(f"judges must be an integer >= 1, got {judges!r}")
@@ -92,6 +92,8 @@ class BoxRefiner(nn.Module):
                                       nn.Linear(quality_hidden, quality_hidden), nn.ReLU(),
                                       nn.Linear(quality_hidden, 1))
         self.quality_heads = nn.ModuleList(judge() for _ in range(judges))
+        # the audit's own judge (`audit_iou`): the same shape, trained on wrong labels too
+        self.audit_head = judge() if audit_head else None
 
 # %% ../nbs/05_model.ipynb #9604819f
 def one_judge_state(state: dict) -> dict:
@@ -210,6 +212,12 @@ def predicted_iou(self: BoxRefiner, pooled: torch.Tensor) -> torch.Tensor:
     "The judges' mean predicted IoU [K] of the boxes `pooled` came from with their true boxes."
     return self.predicted_ious(pooled).mean(0)
 
+@patch
+def audit_iou(self: BoxRefiner, pooled: torch.Tensor) -> torch.Tensor:
+    "The audit head's predicted IoU [K] of the boxes `pooled` came from; it teaches nothing else."
+    seen = torch.cat([self.own_verdict(pooled).to(pooled.dtype), pooled], 1).detach()
+    return torch.sigmoid(self.audit_head(seen).float()).squeeze(1)
+
 # %% ../nbs/05_model.ipynb #5991b0c1
 DEFAULT_GATE_MARGIN = 0.005  # predicted IoU a step must add to be kept (inference)
 
@@ -221,6 +229,7 @@ class RefinerOutput(NamedTuple):
     kept: torch.Tensor
     judged: list[torch.Tensor]     # (S+1) × [J, K]: what each judge said
     edges: list[torch.Tensor] | None = None   # (S+1) × [K, 4]: `predicted_edges`, if it has them
+    audit: torch.Tensor | None = None   # [K]: the audit head's IoU of the input (or `audit_boxes`)
 
 def _check_gate(steps: int, margin: float | None) -> int:
     "`steps` if it is a count of steps and `margin` None or a finite number; else a clear error."
@@ -236,7 +245,7 @@ def _check_gate(steps: int, margin: float | None) -> int:
 @patch
 def forward(self: BoxRefiner, features: dict[str, torch.Tensor], boxes: torch.Tensor,
             batch_idx: torch.Tensor, *, margin: float | None = None,
-            steps: int | None = None) -> RefinerOutput:
+            steps: int | None = None, audit_boxes: tuple | None = None) -> RefinerOutput:
     "Refine `boxes` [K, 4] of images `batch_idx`; with `margin`, keep a step every judge rates up."
     steps = _check_gate(self.steps if steps is None else steps, margin)
     current, features = boxes.float(), pooling_layout(features)
@@ -245,6 +254,11 @@ def forward(self: BoxRefiner, features: dict[str, torch.Tensor], boxes: torch.Te
     kept = torch.zeros(len(boxes), dtype=torch.long, device=boxes.device)
     outputs, verdicts = [], [judged]
     edges = [self.predicted_edges(x)] if self.use_edges else None
+    audit = None
+    if self.audit_head is not None:   # the input boxes, or the (boxes, batch_idx) asked about
+        with torch.no_grad():
+            rated = x if audit_boxes is None else self.pooled(features, *audit_boxes)
+        audit = self.audit_iou(rated)
     for step in range(steps):
         candidate = clamp_boxes(apply_deltas(current.detach(), self.deltas(x)))
         x_new = self.pooled(features, candidate, batch_idx)  # the next step's input, and its IoU
@@ -261,7 +275,8 @@ def forward(self: BoxRefiner, features: dict[str, torch.Tensor], boxes: torch.Te
         outputs.append(current)
         verdicts.append(judged)
         if edges is not None: edges.append(self.predicted_edges(x))
-    return RefinerOutput(outputs, [v.mean(0) for v in verdicts], boxes, kept, verdicts, edges)
+    return RefinerOutput(outputs, [v.mean(0) for v in verdicts], boxes, kept, verdicts, edges,
+                         audit)
 
 # %% ../nbs/05_model.ipynb #8a2d5685
 def edge_loss(pred: torch.Tensor, boxes: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -24,7 +24,7 @@ from .cache import CacheStats, content_keys, dequantize
 from .cachecheck import detect_caches
 from .config import ConfigError, TrainConfig
 from .data import (BoxRefinementDataset, EpochBatches, FeatureBatches, image_header_size,
-                            jitter_colours, read_json, release_batch)
+                            displaced_boxes, jitter_colours, read_json, release_batch)
 from .dist import (DistContext, barrier, gather_objects, is_main, reduce_sums,
                             shard_items, wrap_ddp)
 from .evaluate import (IOU_BUCKETS, bucket_label, bucket_sums, bucket_table,
@@ -33,6 +33,7 @@ from .engine import (finish_run, fit, load_checkpoint, make_loader, report_targe
                               resolve_device, resolve_precision, training_run)
 from .features import FEATURE_NAMES, HQSAMFeatures, cache_for, file_sha256, stored_names
 from .precompute import extract_with_cache, precompute
+from .losses import quality_loss
 from .model import (DEFAULT_GATE_MARGIN, BoxRefiner, RefinerOutput, one_judge_state,
                              pooling_layout, refiner_loss)
 
@@ -41,7 +42,7 @@ from .model import (DEFAULT_GATE_MARGIN, BoxRefiner, RefinerOutput, one_judge_st
 __all__ = ['RANDOM_RUN_WARNING', 'GATE_FILE', 'MAX_BOXES', 'RefinerTask', 'quality_calibration', 'apply_modes', 'build_extractor',
            'build_refiner', 'prepare_features', 'refiner_datasets', 'task_settings', 'train_refiner', 'RefinerRun',
            'run_device', 'run_cache_dir', 'check_model_shapes', 'save_gate', 'read_gate', 'load_run', 'BoxesToRefine',
-           'check_steps', 'box_records', 'refine_images', 'predict_refiner']
+           'check_steps', 'box_records', 'audit_view', 'refine_images', 'predict_refiner']
 
 # %% ../nbs/06b_refiner.ipynb #3aaae35f
 def _pinned(batch: dict) -> bool:
@@ -109,26 +110,38 @@ def _refill(self: RefinerTask, batch: dict, split: str):
 
 # %% ../nbs/06b_refiner.ipynb #745b5b86
 @patch
-def refine(self: RefinerTask, batch: dict, split: str, *, margin: float | None = None,
-           steps: int | None = None) -> RefinerOutput:
-    "The model's output for a batch of `split`: boxes after each step, predicted IoUs, steps kept."
-    to = lambda t: t.to(self.device, non_blocking=True)
+def inputs(self: RefinerTask, batch: dict, split: str) -> dict[str, torch.Tensor]:
+    "The batch's features as the model reads them: a training thumbnail in jittered colours."
     features = self.features(batch, split)
     if split == 'train' and self.colour_jitter:
         jittered = jitter_colours(features['thumbnail'], seed=self.jitter_seed,
                                   epoch=batch['epoch'], ids=batch['image_id'])
         features = {**features, 'thumbnail': jittered}
-    return self.model(features, to(batch['noisy']), to(batch['batch_idx']),
+    return features
+
+@patch
+def refine(self: RefinerTask, batch: dict, split: str, *, margin: float | None = None,
+           steps: int | None = None) -> RefinerOutput:
+    "The model's output for a batch of `split`: boxes after each step, predicted IoUs, steps kept."
+    to = lambda t: t.to(self.device, non_blocking=True)
+    return self.model(self.inputs(batch, split), to(batch['noisy']), to(batch['batch_idx']),
                       margin=margin, steps=steps)
 
 @patch
 def train_step(self: RefinerTask, batch: dict):
     "The loss of a training batch, its L1, IoU and quality parts and the cache hit rate, for `fit`."
-    out = self.refine(batch, 'train')
-    parts = refiner_loss(out, batch['boxes'].to(self.device), **self.loss_kwargs)
+    to = lambda t: t.to(self.device, non_blocking=True)
+    truth, noisy, idx = to(batch['boxes']), to(batch['noisy']), to(batch['batch_idx'])
+    wrong = to(displaced_boxes(batch['boxes'], seed=self.jitter_seed, epoch=batch['epoch'],
+                               ids=batch['image_id']))
+    rated = torch.cat([truth, wrong, noisy]).float()   # what the audit head learns to rate
+    out = self.model(self.inputs(batch, 'train'), noisy, idx, audit_boxes=(rated, idx.repeat(3)))
+    parts = refiner_loss(out, truth, **self.loss_kwargs)
+    loss = parts.loss
+    if out.audit is not None: loss = loss + quality_loss(out.audit, rated, truth.repeat(3, 1)).loss
     logs = {'l1': parts.last.l1.item(), 'iou': parts.last.iou.item(),
             'iou_err': parts.quality_error.item(), 'hit': self.stats['train'].hit_rate}
-    return parts.loss, logs, len(batch['file']), batch['image_id']
+    return loss, logs, len(batch['file']), batch['image_id']
 
 # %% ../nbs/06b_refiner.ipynb #ebcc8f7e
 def quality_calibration(pred, true, before, edges=IOU_BUCKETS) -> dict:
@@ -468,6 +481,8 @@ def load_run(run_dir, checkpoint: str = 'best.pt', *, device=None, cache_dir=Non
         state, cfg['model']['judges'] = one_judge_state(state), 1
     if not any(k.startswith('edge_net.') for k in state):   # from before the edge strips
         cfg['model']['use_edges'] = False
+    if not any(k.startswith('audit_head.') for k in state):   # from before the audit head
+        cfg['model']['audit_head'] = False
     margin = read_gate(run_dir, checkpoint)
     if margin is not None: cfg['training']['gate_margin'] = margin    # calibrated for it
     with warnings.catch_warnings():
@@ -530,6 +545,10 @@ def _refine_loader(run: RefinerRun, ds: BoxesToRefine, *, batch_size, progress) 
     return DataLoader(batches, sampler=sampler, batch_size=None)
 
 # %% ../nbs/06b_refiner.ipynb #f29a0192
+def audit_view(out: RefinerOutput) -> torch.Tensor:
+    "The predicted IoU [K] of the input boxes an audit ranks by: the audit head's, else the judges'."
+    return out.ious[0] if out.audit is None else out.audit
+
 @torch.inference_mode()
 def refine_images(run: RefinerRun, images: dict, *, steps: int | None = None,
                   margin: float | None = None, batch_size: int | None = None,
@@ -552,9 +571,10 @@ def refine_images(run: RefinerRun, images: dict, *, steps: int | None = None,
             parts.setdefault(r['name'], []).append(
                 (denormalize(out.boxes[-1].float().cpu()[mine], r['size']),
                  out.ious[0].float().cpu()[mine], out.ious[-1].float().cpu()[mine],
-                 out.kept.cpu()[mine]))
+                 out.kept.cpu()[mine], audit_view(out).float().cpu()[mine]))
     joined = {name: [torch.cat(x) for x in zip(*p)] for name, p in parts.items()}
-    quality = {name: {'input_iou_pred': j[1], 'iou_pred': j[2], 'steps_kept': j[3]}
+    quality = {name: {'input_iou_pred': j[1], 'iou_pred': j[2], 'steps_kept': j[3],
+                      'audit_iou_pred': j[4]}
                for name, j in joined.items()}
     return {name: j[0] for name, j in joined.items()}, skipped, quality
 
