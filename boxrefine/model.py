@@ -228,7 +228,7 @@ class RefinerOutput(NamedTuple):
     start: torch.Tensor
     kept: torch.Tensor
     judged: list[torch.Tensor]     # (S+1) × [J, K]: what each judge said
-    edges: list[torch.Tensor] | None = None   # (S+1) × [K, 4]: `predicted_edges`, if it has them
+    edges: list[torch.Tensor] | None = None   # (S+1) × [K, 4]: `predicted_edges`, in training
     audit: torch.Tensor | None = None   # [K]: the audit head's IoU of the input (or `audit_boxes`)
 
 def _check_gate(steps: int, margin: float | None) -> int:
@@ -253,7 +253,7 @@ def forward(self: BoxRefiner, features: dict[str, torch.Tensor], boxes: torch.Te
     judged = self.predicted_ious(x)
     kept = torch.zeros(len(boxes), dtype=torch.long, device=boxes.device)
     outputs, verdicts = [], [judged]
-    edges = [self.predicted_edges(x)] if self.use_edges else None
+    edges = [self.predicted_edges(x)] if self.use_edges and margin is None else None  # the loss's
     audit = None
     if self.audit_head is not None:   # the input boxes, or the (boxes, batch_idx) asked about
         with torch.no_grad():
